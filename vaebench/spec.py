@@ -1,0 +1,225 @@
+"""The typed run specification: one pydantic model per section.
+
+A `RunSpec` fully describes one training run (minus its seed, which the experiment
+enumerates). Every section forbids unknown keys, so a typo in a YAML file or a
+`--set` override is an error that names the key, never a silently ignored setting.
+
+Units used throughout: images are 8-bit (uint8 on disk and in the data pipeline);
+the model sees them as floats in [0, 1] (x / 255); likelihoods are in nats per image
+unless a name says `bpd` (bits per dimension, D = C * H * W).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """Base for every spec section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class SyntheticDataSpec(Section):
+    """Procedurally generated images with known generative factors (runs anywhere, no download)."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    train_size: int = Field(4096, ge=1, description="Images in the train split.")
+    val_size: int = Field(256, ge=1, description="Images in the validation split.")
+    test_size: int = Field(256, ge=1, description="Images in the test split.")
+    image_size: int = Field(64, ge=8, description="Side of the square images, in pixels.")
+    seed: int = Field(0, description="Seed of the generator; split i uses seed + i, so splits differ.")
+    flip: bool = Field(False, description="Random horizontal flips of training images.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+
+
+class CelebADataSpec(Section):
+    """CelebA from a local folder (torchvision's or the Kaggle mirror's layout)."""
+
+    kind: Literal["celeba"] = "celeba"
+    root: Path = Field(Path("data"), description="Folder holding `celeba/` (torchvision layout) or the Kaggle mirror.")
+    crop: int = Field(148, ge=1, description="Centre crop (pixels) of the 178x218 aligned images before resizing.")
+    image_size: int = Field(64, ge=8, description="Side of the square images after resizing, in pixels.")
+    cache_dir: Path | None = Field(
+        None, description="Folder of the uint8 cache written by `vaebench data prepare` (default: <root>/cache)."
+    )
+    flip: bool = Field(False, description="Random horizontal flips of training images.")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes (JPEG decoding without a cache).")
+
+
+DataSpec = Annotated[SyntheticDataSpec | CelebADataSpec, Field(discriminator="kind")]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class IsotropicDecoderSpec(Section):
+    """p(x|z) = N(mean(z), sigma^2 I) with a fixed sigma, in [0, 1] pixel units.
+
+    sigma = 1 is what "plain MSE" losses implicitly assume: on [0, 1] data that is a
+    density far wider than the data range, which costs about 9.3 bits/dim whatever the
+    reconstruction quality. Small sigma (e.g. 0.05-0.1) gives meaningful bits/dim.
+    """
+
+    kind: Literal["isotropic"] = "isotropic"
+    sigma: float = Field(0.1, gt=0, description="Fixed decoder standard deviation, in [0, 1] pixel units.")
+
+
+class VarianceDecoderSpec(Section):
+    """p(x|z) = N(mean(z), diag(sigma^2(z))): the decoder predicts a per-pixel log-variance."""
+
+    kind: Literal["variance"] = "variance"
+    logvar_min: float = Field(-10.0, description="Lower bound of the predicted log-variance.")
+    logvar_max: float = Field(10.0, description="Upper bound of the predicted log-variance.")
+    bound: Literal["soft", "hard"] = Field(
+        "soft", description="soft: min + (max - min) * sigmoid(raw), keeps gradients; hard: clamp."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VarianceDecoderSpec:
+        if self.logvar_min >= self.logvar_max:
+            raise ValueError(f"logvar_min ({self.logvar_min}) must be below logvar_max ({self.logvar_max})")
+        return self
+
+
+class SigmaVAEDecoderSpec(Section):
+    """sigma-VAE (Rybkin et al. 2021): one learned sigma shared by all pixels, calibrated by the likelihood."""
+
+    kind: Literal["sigma_vae"] = "sigma_vae"
+    init_sigma: float = Field(0.1, gt=0, description="Initial value of the learned sigma, [0, 1] pixel units.")
+    min_log_sigma: float = Field(-6.0, description="Lower bound of log sigma, for numerical safety.")
+
+
+DecoderSpec = Annotated[
+    IsotropicDecoderSpec | VarianceDecoderSpec | SigmaVAEDecoderSpec, Field(discriminator="kind")
+]
+
+
+class ModelSpec(Section):
+    """The reference ResNet-style conv VAE; widths and depths shrink it for CPU runs."""
+
+    stem_channels: int = Field(64, ge=1, description="Channels of the initial conv at full resolution.")
+    channels: list[int] = Field(
+        [128, 256, 512], min_length=1, description="Channels of each level; each level halves the resolution."
+    )
+    blocks_per_level: int = Field(1, ge=0, description="Residual bottleneck blocks per level.")
+    latent_dim: int = Field(256, ge=1, description="Size of the latent z.")
+    se_ratio: int = Field(4, ge=1, description="Squeeze-and-excitation channel reduction.")
+    bottleneck_ratio: int = Field(4, ge=1, description="Channel reduction inside residual bottlenecks.")
+    layerscale_init: float = Field(1e-6, description="Initial LayerScale gamma of residual branches.")
+    max_groups: int = Field(32, ge=1, description="GroupNorm groups (the largest divisor of the width up to this).")
+    decoder: DecoderSpec = Field(default_factory=IsotropicDecoderSpec)
+
+
+# ----------------------------------------------------------------------------- loss and annealing
+
+
+class LossSpec(Section):
+    """The training objective: -log p(x|z) + beta_t * KL + perceptual_weight * perceptual.
+
+    Reconstruction and KL are in nats per image (summed over pixels or latent dims, averaged
+    over the batch), so that -ELBO / (D ln 2) is bits/dim.
+    """
+
+    likelihood: Literal["discretized", "continuous"] = Field(
+        "discretized",
+        description="discretized: Gaussian integrated over each of the 256 bins (exact for 8-bit data); "
+        "continuous: Gaussian density plus the log(1/255) bin-width correction.",
+    )
+    beta: float = Field(1.0, ge=0, description="Final KL weight (the annealing schedule scales it).")
+    perceptual_weight: float = Field(0.0, ge=0, description="Weight of the VGG16 perceptual loss; 0 disables it.")
+    perceptual_layers: list[Literal["relu1_2", "relu2_2", "relu3_3", "relu4_3"]] = Field(
+        ["relu1_2", "relu2_2", "relu3_3"], min_length=1, description="VGG16 activations compared."
+    )
+    vgg_weights: Literal["imagenet", "random"] = Field(
+        "imagenet", description="imagenet: torchvision's VGG16_Weights.IMAGENET1K_V1 from the torch cache; "
+        "random: untrained weights (tests only)."
+    )
+
+
+class AnnealSpec(Section):
+    """KL weight as a pure function of the training step (see `vaebench.annealing`)."""
+
+    schedule: Literal["constant", "linear", "cosine", "cyclical"] = "linear"
+    start: float = Field(0.0, ge=0, description="Weight (fraction of loss.beta) at step 0.")
+    end: float = Field(1.0, ge=0, description="Weight (fraction of loss.beta) after warm-up.")
+    warmup_steps: int = Field(1000, ge=0, description="Steps to go from start to end (per cycle if cyclical).")
+    cycles: int = Field(4, ge=1, description="cyclical only: number of cycles over train.steps.")
+    ramp_fraction: float = Field(
+        0.5, gt=0, le=1, description="cyclical only: fraction of each cycle spent ramping (Fu et al. 2019)."
+    )
+    free_bits: float = Field(0.0, ge=0, description="Free bits: KL per latent dim below this (nats) is not penalised.")
+
+
+# ----------------------------------------------------------------------------- optimisation and training
+
+
+class OptimSpec(Section):
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = Field("constant", description="Learning rate after warm-up.")
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up.")
+
+
+class TrainSpec(Section):
+    steps: int | None = Field(None, ge=1, description="Optimizer steps (give steps or epochs).")
+    epochs: float | None = Field(None, gt=0, description="Passes over the train split (give steps or epochs).")
+    batch_size: int = Field(32, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; null disables clipping.")
+    log_every: int = Field(50, ge=1, description="Steps between lines of metrics.jsonl.")
+    val_every: int = Field(500, ge=1, description="Steps between validations (and best-checkpoint updates).")
+    val_batches: int | None = Field(None, ge=1, description="Limit validation to this many batches (null: all).")
+    checkpoint_every: int = Field(500, ge=1, description="Steps between writes of checkpoints/last.pt.")
+    skip_bad_batches: int = Field(0, ge=0, description="Non-finite batches skipped before the run stops.")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the train step (CUDA only).")
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainSpec:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of train.steps and train.epochs")
+        return self
+
+
+class EvalSpec(Section):
+    split: Literal["train", "val", "test"] = "test"
+    iw_samples: int = Field(100, ge=1, description="K of the importance-weighted bound (1000 for final numbers).")
+    batch_size: int = Field(64, ge=1, description="Images per forward pass during evaluation.")
+    mi_batch_size: int = Field(
+        256, ge=2, description="Minibatch of the mutual-information estimator; MI is bounded by its log."
+    )
+    active_threshold: float = Field(0.01, gt=0, description="Var_x E_q[z_d|x] above this makes dim d active.")
+    max_images: int | None = Field(None, ge=1, description="Evaluate on at most this many images (null: all).")
+    at_end: bool = Field(True, description="Evaluate automatically when training finishes.")
+    seed: int = 0
+
+
+class TrackingSpec(Section):
+    project: str = "vaebench"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online when logged in, offline otherwise (WANDB_MODE wins when set)."
+    )
+    tags: list[str] = Field(default_factory=list)
+
+
+class RunSpec(Section):
+    """Everything one training run needs, apart from its seed."""
+
+    data: DataSpec = Field(default_factory=SyntheticDataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    loss: LossSpec = Field(default_factory=LossSpec)
+    anneal: AnnealSpec = Field(default_factory=AnnealSpec)
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    train: TrainSpec = Field(default_factory=lambda: TrainSpec(steps=10_000))
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    seeds: list[int] = Field([0], min_length=1, description="One run per seed.")
