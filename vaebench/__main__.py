@@ -1,0 +1,5 @@
+"""`python -m vaebench` is the `vaebench` command."""
+
+from vaebench.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""The `vaebench` command line: thin Typer commands that parse, print and call plain functions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from vaebench.errors import UserError
+from vaebench.experiments import Variant, load_experiment, parse_overrides, select
+
+app = typer.Typer(
+    help="Controlled, experiment-tracked VAE ablations on CelebA 64x64.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+spec_app = typer.Typer(help="Inspect and validate experiment files.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Extra `--dotted.key=value` arguments (what a W&B agent appends) are read from ctx.args.
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a spec value, e.g. --set loss.beta=4 (repeatable)."),
+]
+SpecArgument = Annotated[Path, typer.Argument(help="Experiment YAML, e.g. experiments/quickstart.yaml.")]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Expected mistakes end the command with their message and exit code 1, without a traceback."""
+    try:
+        yield
+    except UserError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def collect_overrides(sets: list[str] | None, extra: list[str]) -> dict:
+    """--set k=v options plus trailing `--k=v` / `k=v` arguments, later ones winning."""
+    unexpected = [a for a in extra if "=" not in a]
+    if unexpected:
+        raise UserError(f"Unexpected argument(s) {unexpected}: overrides are written key.path=value.")
+    return parse_overrides([*(sets or []), *extra])
+
+
+def variants_table(variants: list[Variant], title: str) -> Table:
+    """One row per variant: its axis levels (grids) or its overrides (explicit lists), seeds and length."""
+    axes = [a for a in variants[0].axes if a != "variant"]
+    table = Table(title=title, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("variant", style="cyan", overflow="fold")
+    for axis in axes:
+        table.add_column(axis)
+    if not axes:
+        table.add_column("overrides", overflow="fold")
+    table.add_column("seeds")
+    table.add_column("length")
+    for i, v in enumerate(variants, 1):
+        train = v.spec.train
+        length = f"{train.steps} steps" if train.steps is not None else f"{train.epochs:g} ep"
+        cells = [v.axes[a] for a in axes] or [", ".join(f"{k}={val}" for k, val in v.overrides.items())]
+        seeds = ",".join(map(str, v.spec.seeds))
+        table.add_row(str(i), v.name, *cells, seeds, f"{length}, batch {train.batch_size}")
+    return table
+
+
+@spec_app.command("show", context_settings=EXTRA_ARGS)
+def spec_show(
+    ctx: typer.Context,
+    spec: SpecArgument,
+    set_: SetOption = None,
+    variant: Annotated[list[str] | None, typer.Option(help="Only this variant (repeatable).")] = None,
+    full: Annotated[bool, typer.Option("--yaml", help="Print each variant's fully resolved spec.")] = False,
+) -> None:
+    """Print the expanded variants of an experiment as a table (or as resolved YAML)."""
+    with user_errors():
+        variants = select(load_experiment(spec, collect_overrides(set_, ctx.args)), variant or [])
+    if full:
+        for v in variants:
+            console.rule(f"{v.experiment} / {v.name}")
+            console.print(yaml.safe_dump(v.spec.model_dump(mode="json"), sort_keys=False), highlight=False)
+    else:
+        console.print(variants_table(variants, f"{variants[0].experiment}: {len(variants)} variants"))
+
+
+@spec_app.command("validate", context_settings=EXTRA_ARGS)
+def spec_validate(ctx: typer.Context, spec: SpecArgument, set_: SetOption = None) -> None:
+    """Exit 0 when every variant of the experiment is valid, 1 (with the reasons) otherwise."""
+    with user_errors():
+        variants = load_experiment(spec, collect_overrides(set_, ctx.args))
+    console.print(f"[green]ok[/]: {spec} expands to {len(variants)} valid variant(s).")
+
+
+def main() -> None:
+    app()

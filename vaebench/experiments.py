@@ -1,0 +1,300 @@
+"""Experiment files: a base spec plus the variants to ablate, expanded into validated `RunSpec`s.
+
+An experiment YAML looks like::
+
+    name: perceptual
+    base:                 # a (partial) RunSpec; unspecified fields take their defaults
+      train: {steps: 20000, batch_size: 32}
+    variants:             # either an explicit list of named overrides ...
+      - name: mse
+        set: {loss.perceptual_weight: 0.0}
+      - name: vgg
+        set: {loss.perceptual_weight: 0.1}
+    grid:                 # ... or axes whose cartesian product makes the variants
+      decoder:                          # an axis with named levels
+        isotropic: {model.decoder.kind: isotropic}
+        variance: {model.decoder.kind: variance}
+      loss.beta: [1, 4]                 # or a dotted key with a list of values (axis "beta")
+
+Variant names come from the axis values (`decoder-isotropic_beta-4`). Overrides are dotted keys;
+setting the `kind` of a tagged section (e.g. `model.decoder.kind`) to another kind starts that section
+from the new kind's defaults, since the old kind's fields would not apply to it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vaebench.errors import UserError
+from vaebench.spec import RunSpec
+
+Overrides = dict[str, Any]
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false are booleans.
+
+    YAML 1.1 reads `on`, `off`, `yes`, `no` as booleans, which would turn a grid level named
+    `off` into `False`. Fields typed bool still accept those words (pydantic parses them).
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+# ----------------------------------------------------------------------------- override parsing
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line value as a YAML literal, with the numbers YAML 1.1 gets wrong fixed.
+
+    PyYAML reads `1e-05` and `1e5` as strings (YAML 1.1 wants a dot and a signed exponent), but a
+    user (or a W&B agent, which prints floats that way) means a float.
+    """
+    try:
+        value = yaml_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return int(value) if re.fullmatch(r"[-+]?\d+", value) else float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`loss.beta=4`, `--loss.beta=4` (the form W&B agents produce) -> ("loss.beta", 4)."""
+    key, sep, raw = item.lstrip("-").partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise UserError(
+            f"Cannot read the override {item!r}: write it as dotted.key=value, e.g. `--set loss.beta=4` "
+            "or `--loss.beta=4`."
+        )
+    return key, parse_value(raw)
+
+
+def parse_overrides(items: Iterable[str]) -> Overrides:
+    return dict(parse_override(item) for item in items)
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of the nested dict `tree` with dotted-key `overrides` applied.
+
+    `kind` keys are applied first: changing a tagged section's kind resets that section to
+    `{"kind": new}`, so the other overrides in the same set then fill the new kind's fields.
+    """
+    out = copy.deepcopy(tree)
+    ordered = sorted(overrides.items(), key=lambda kv: not kv[0].endswith(".kind"))
+    for dotted, value in ordered:
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        if leaf == "kind" and node.get("kind", value) != value:
+            node.clear()
+        node[leaf] = copy.deepcopy(value)
+    return out
+
+
+# ----------------------------------------------------------------------------- error messages
+
+
+def _loc_to_path(loc: tuple[Any, ...], data: Any) -> tuple[str, Any]:
+    """Turn a pydantic error location into a dotted path, dropping union tags, and find the input."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(node, Mapping) and item in node:
+            node = node[item]
+            parts.append(str(item))
+        elif isinstance(node, list) and isinstance(item, int) and item < len(node):
+            node = node[item]
+            parts.append(str(item))
+        elif isinstance(item, str) and isinstance(node, Mapping) and node.get("kind") == item:
+            continue  # the tag of a discriminated union, not a key the user wrote
+        else:
+            parts.append(str(item))
+            node = None
+    return ".".join(parts), node
+
+
+def format_validation_error(err: ValidationError, data: Any, source: str) -> str:
+    """One line per problem: where (file and dotted path), what was given, what is allowed."""
+    lines = [f"Invalid spec in {source}:"]
+    for e in err.errors():
+        path, given = _loc_to_path(tuple(e["loc"]), data)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; `vaebench spec show` lists the defaults)"
+        elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
+            msg = f"must be one of {e['ctx']['expected']}"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown kind; allowed kinds: {e['ctx']['expected_tags']}"
+        shown = "" if e["type"] in ("missing", "extra_forbidden") else f" (given: {given!r})"
+        lines.append(f"  - {path or '<top level>'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def validate_run_spec(tree: dict[str, Any], source: str) -> RunSpec:
+    try:
+        return RunSpec.model_validate(tree)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, tree, source)) from None
+
+
+# ----------------------------------------------------------------------------- experiment files
+
+
+class VariantEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[\w.=+-]+$", description="Folder-safe name of the variant.")
+    set: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides of the base.")
+
+
+class ExperimentFile(BaseModel):
+    """The YAML as written; `expand` turns it into validated variants."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[\w.=+-]+$")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    variants: list[VariantEntry] | None = None
+    grid: dict[str, dict[Any, dict[str, Any]] | list[Any]] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_variants(self) -> ExperimentFile:
+        if self.variants is not None and self.grid is not None:
+            raise ValueError("give either `variants` or `grid`, not both")
+        if self.variants is not None:
+            names = [v.name for v in self.variants]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"variant names must be unique; repeated: {dupes}")
+        return self
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One validated variant of an experiment: its name, its axis levels and its full spec."""
+
+    experiment: str
+    name: str
+    spec: RunSpec
+    axes: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _level_name(value: Any) -> str:
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return re.sub(r"[^\w.+-]", "", text) or "none"
+
+
+def _grid_axes(grid: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, Overrides]]]]:
+    """Normalise both axis forms to (axis name, [(level name, overrides)])."""
+    axes = []
+    for key, levels in grid.items():
+        if isinstance(levels, list):  # dotted key with values: axis named after the last part
+            axes.append((key.split(".")[-1], [(_level_name(v), {key: v}) for v in levels]))
+        else:
+            axes.append((key, [(_level_name(level), dict(sets)) for level, sets in levels.items()]))
+    return axes
+
+
+def load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"Experiment file {path} does not exist. Experiments live under experiments/, e.g. "
+                        "experiments/quickstart.yaml.")
+    try:
+        return yaml_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {err}") from None
+
+
+def load_experiment(path: Path | str, overrides: Mapping[str, Any] | None = None) -> list[Variant]:
+    """Read an experiment file and return its variants, each validated with `overrides` applied on top."""
+    path = Path(path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must hold a mapping with `name`, `base` and `variants` or `grid`.")
+    try:
+        exp = ExperimentFile.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, raw, str(path))) from None
+
+    overrides = dict(overrides or {})
+    if exp.grid:
+        axes = _grid_axes(exp.grid)
+        entries = []
+        for combo in itertools.product(*(levels for _, levels in axes)):
+            merged: Overrides = {}
+            for _, sets in combo:
+                merged.update(sets)
+            levels = {axis: level for (axis, _), (level, _) in zip(axes, combo)}
+            name = "_".join(f"{axis}-{level}" for axis, level in levels.items())
+            entries.append((name, levels, merged))
+    elif exp.variants:
+        entries = [(v.name, {"variant": v.name}, dict(v.set)) for v in exp.variants]
+    else:
+        entries = [("base", {}, {})]
+
+    variants = []
+    for name, levels, sets in entries:
+        tree = apply_overrides(apply_overrides(exp.base, sets), overrides)
+        spec = validate_run_spec(tree, f"{path} (variant {name!r})")
+        variants.append(Variant(exp.name, name, spec, levels, {**sets, **overrides}))
+    return variants
+
+
+def select(variants: list[Variant], names: Iterable[str]) -> list[Variant]:
+    """Keep the named variants (all when `names` is empty); an unknown name is an error listing the known ones."""
+    names = list(names)
+    if not names:
+        return variants
+    known = {v.name: v for v in variants}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"Unknown variant(s) {unknown}. This experiment has: {sorted(known)}.")
+    return [known[n] for n in names]
+
+
+def spec_differences(spec: RunSpec, reference: RunSpec | None = None) -> dict[str, Any]:
+    """Dotted keys where `spec` differs from `reference` (defaults when None): what a variant changes."""
+    ref = (reference or RunSpec()).model_dump(mode="json")
+    return {k: v for k, v in flatten(spec.model_dump(mode="json")).items() if flatten(ref).get(k) != v}
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"loss": {"beta": 1}} -> {"loss.beta": 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
