@@ -106,3 +106,29 @@ def spec_validate(ctx: typer.Context, spec: SpecArgument, set_: SetOption = None
 
 def main() -> None:
     app()
+
+
+@data_app.command("prepare", context_settings=EXTRA_ARGS)
+def data_prepare(
+    ctx: typer.Context,
+    spec: SpecArgument,
+    set_: SetOption = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding processes (default: all cores).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild caches that are already usable.")] = False,
+) -> None:
+    """Decode CelebA once into uint8 arrays (one per split) so training never decodes JPEGs again."""
+    from vaebench.data import prepare
+
+    with user_errors():
+        variants = load_experiment(spec, collect_overrides(set_, ctx.args))
+        seen: set[str] = set()
+        for v in variants:
+            key = v.spec.data.model_dump_json()
+            if key in seen:
+                continue
+            seen.add(key)
+            written = prepare(v.spec.data, progress=True, num_workers=workers, force=force)
+            if not written:
+                console.print(f"{v.name}: {v.spec.data.kind} data needs no preparation.")
+            for split, path in written.items():
+                console.print(f"[green]{split}[/]: {path}")
