@@ -1,0 +1,108 @@
+"""VGG16 perceptual distance: shape, units, frozen network, and the weights file (never downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import VGG16_Weights
+from torchvision.models.vgg import cfgs, make_layers
+
+from vaebench.errors import UserError
+from vaebench.perceptual import VGGPerceptual, check_vgg_weights_available, vgg16_weights_path
+
+
+@pytest.fixture(scope="module")
+def vgg() -> VGGPerceptual:
+    torch.manual_seed(0)
+    return VGGPerceptual(["relu1_2", "relu2_2"], weights="random")
+
+
+def images(n: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def test_distance_is_per_image_zero_for_identical_and_positive_otherwise(vgg: VGGPerceptual) -> None:
+    x, y = images(3, 0), images(3, 1)
+    d = vgg(x, y)
+    assert d.shape == (3,)
+    assert torch.all(d > 0)
+    assert torch.equal(vgg(x, x), torch.zeros(3))
+    # Per image: image 0 compared with itself is 0 whatever the other images in the batch are.
+    assert vgg(x, torch.cat([x[:1], y[1:]]))[0] == 0
+
+
+def test_distance_is_the_sum_over_layers_of_mean_squared_normalised_features(vgg: VGGPerceptual) -> None:
+    x, y = images(2, 0), images(2, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        fx1, fy1 = vgg.features[:4]((x - mean) / std), vgg.features[:4]((y - mean) / std)  # relu1_2
+        fx2, fy2 = vgg.features[:9]((x - mean) / std), vgg.features[:9]((y - mean) / std)  # relu2_2
+        expected = ((fx1 - fy1) ** 2).mean((1, 2, 3)) + ((fx2 - fy2) ** 2).mean((1, 2, 3))
+        assert torch.allclose(vgg(x, y), expected, rtol=1e-5)
+
+
+def test_network_is_cut_after_the_deepest_requested_layer() -> None:
+    assert len(VGGPerceptual(["relu1_2"], weights="random").features) == 4
+    assert len(VGGPerceptual(["relu3_3", "relu1_2"], weights="random").features) == 16
+    with pytest.raises(ValueError, match="relu5_3"):
+        VGGPerceptual(["relu5_3"], weights="random")  # type: ignore[list-item]
+
+
+def test_gradients_reach_the_images_but_not_the_frozen_vgg(vgg: VGGPerceptual) -> None:
+    x = images(2, 0).requires_grad_(True)
+    vgg(x, images(2, 1)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(not p.requires_grad and p.grad is None for p in vgg.parameters())
+    vgg.train()
+    assert not vgg.training  # stays a fixed function in the trainer's train mode
+
+
+def test_missing_imagenet_weights_fail_fast_naming_the_file_and_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the perceptual loss must never try to download")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    expected = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    assert vgg16_weights_path() == expected
+    for attempt in (check_vgg_weights_available, lambda: VGGPerceptual(["relu1_2"], weights="imagenet")):
+        with pytest.raises(UserError) as error:
+            attempt()
+        assert str(expected) in str(error.value)
+        assert VGG16_Weights.IMAGENET1K_V1.url in str(error.value)
+
+
+def test_imagenet_weights_are_loaded_from_the_torch_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for vgg16-397923af.pth holding torchvision's key names (only the layers relu1_2 needs).
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(1)
+    source = make_layers(cfgs["D"])[:4]
+    state = {f"features.{k}": v for k, v in source.state_dict().items()}
+    state["classifier.6.bias"] = torch.zeros(1000)
+    path = vgg16_weights_path()
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    assert check_vgg_weights_available() == path
+    vgg = VGGPerceptual(["relu1_2"], weights="imagenet")
+    assert torch.equal(vgg.features[0].weight, source[0].weight)
+    assert torch.equal(vgg.features[2].bias, source[2].bias)
+    # ... at torchvision's vgg16 module indices (relu1_2 = index 3), so real files load.
+    assert [type(m) for m in vgg.features] == [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU]
+
+
+def test_unreadable_weights_file_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = vgg16_weights_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"<html>404</html>")
+    with pytest.raises(UserError, match="Delete the file"):
+        VGGPerceptual(["relu1_2"], weights="imagenet")
