@@ -160,8 +160,10 @@ def test_cache_matches_direct_decoding_and_is_used(celeba: CelebADataSpec) -> No
         assert isinstance(cached, CachedImages) and cached.path == path
         direct = CelebAImages(celeba, split)
         assert len(cached) == len(direct)
-        assert torch.equal(torch.stack([cached[i] for i in range(len(cached))]),
-                           torch.stack([direct[i] for i in range(len(direct))]))
+        assert torch.equal(
+            torch.stack([cached[i] for i in range(len(cached))]),
+            torch.stack([direct[i] for i in range(len(direct))]),
+        )
     meta = json.loads(paths["val"].with_suffix(".json").read_text())
     assert (meta["count"], meta["crop"], meta["image_size"], meta["layout"]) == (3, 148, 64, "torchvision")
     assert sorted(p.name for p in (celeba.root / "cache").iterdir()) == sorted(

@@ -40,7 +40,12 @@ def test_ablation_grid_is_the_16_variant_cartesian_product() -> None:
     variants = load_experiment(EXPERIMENTS / "ablation.yaml")
     assert len(variants) == 16
     combos = {
-        (v.spec.model.decoder.kind, v.spec.loss.perceptual_weight > 0, v.spec.anneal.schedule, v.spec.train.batch_size)
+        (
+            v.spec.model.decoder.kind,
+            v.spec.loss.perceptual_weight > 0,
+            v.spec.anneal.schedule,
+            v.spec.train.batch_size,
+        )
         for v in variants
     }
     assert len(combos) == 16
@@ -111,7 +116,9 @@ def test_changing_a_kind_starts_from_that_kinds_defaults() -> None:
 
 
 def test_bad_value_names_file_path_value_and_allowed(tmp_path: Path) -> None:
-    path = write(tmp_path, {"name": "bad", "base": {"anneal": {"schedule": "sigmoid"}, "train": {"steps": 1}}})
+    path = write(
+        tmp_path, {"name": "bad", "base": {"anneal": {"schedule": "sigmoid"}, "train": {"steps": 1}}}
+    )
     with pytest.raises(UserError) as info:
         load_experiment(path)
     text = str(info.value)
@@ -121,7 +128,10 @@ def test_bad_value_names_file_path_value_and_allowed(tmp_path: Path) -> None:
 
 
 def test_unknown_key_and_bad_decoder_kind_are_reported_with_dotted_paths(tmp_path: Path) -> None:
-    doc = {"name": "bad", "base": {"model": {"latnt_dim": 4, "decoder": {"kind": "laplace"}}, "train": {"steps": 1}}}
+    doc = {
+        "name": "bad",
+        "base": {"model": {"latnt_dim": 4, "decoder": {"kind": "laplace"}}, "train": {"steps": 1}},
+    }
     with pytest.raises(UserError) as info:
         load_experiment(write(tmp_path, doc))
     text = str(info.value)
@@ -130,7 +140,10 @@ def test_unknown_key_and_bad_decoder_kind_are_reported_with_dotted_paths(tmp_pat
 
 
 def test_error_inside_a_tagged_section_does_not_show_the_tag(tmp_path: Path) -> None:
-    doc = {"name": "bad", "base": {"model": {"decoder": {"kind": "isotropic", "sigma": 0}}, "train": {"steps": 1}}}
+    doc = {
+        "name": "bad",
+        "base": {"model": {"decoder": {"kind": "isotropic", "sigma": 0}}, "train": {"steps": 1}},
+    }
     with pytest.raises(UserError, match=r"model\.decoder\.sigma: .*greater than 0.*given: 0"):
         load_experiment(write(tmp_path, doc))
 
@@ -139,13 +152,13 @@ def test_bad_override_is_reported_like_a_bad_file(tmp_path: Path) -> None:
     path = write(tmp_path, {"name": "o", "base": {"train": {"steps": 3}}})
     with pytest.raises(UserError, match=r"train\.batch_size.*given: 'big'"):
         load_experiment(path, {"train.batch_size": "big"})
-    with pytest.raises(UserError, match="dotted.key=value"):
+    with pytest.raises(UserError, match=r"dotted\.key=value"):
         parse_override("loss.beta")
 
 
 def test_steps_or_epochs_exactly_one(tmp_path: Path) -> None:
     path = write(tmp_path, {"name": "o", "base": {"train": {"steps": 3, "epochs": 2}}})
-    with pytest.raises(UserError, match="exactly one of train.steps and train.epochs"):
+    with pytest.raises(UserError, match=r"exactly one of train\.steps and train\.epochs"):
         load_experiment(path)
 
 
@@ -177,7 +190,15 @@ def test_cli_spec_show_lists_all_16_variants() -> None:
 
 
 def test_cli_spec_show_applies_set_and_trailing_agent_overrides() -> None:
-    args = ["spec", "show", str(EXPERIMENTS / "quickstart.yaml"), "--yaml", "--set", "loss.beta=3", "--optim.lr=1e-05"]
+    args = [
+        "spec",
+        "show",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--yaml",
+        "--set",
+        "loss.beta=3",
+        "--optim.lr=1e-05",
+    ]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     docs = [d for d in result.output.split("\n") if d.strip().startswith(("beta:", "lr:"))]

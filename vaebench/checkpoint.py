@@ -78,8 +78,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             "Delete it and resume from the other checkpoint in that folder, or restart the run."
         ) from None
     if not isinstance(state, dict):
-        raise UserError(f"checkpoint {path} holds a {type(state).__name__}, not a dict: it was not "
-                        "written by vaebench.checkpoint.save_checkpoint.")
+        raise UserError(
+            f"checkpoint {path} holds a {type(state).__name__}, not a dict: it was not "
+            "written by vaebench.checkpoint.save_checkpoint."
+        )
     return state
 
 

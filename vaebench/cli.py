@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -132,3 +133,66 @@ def data_prepare(
                 console.print(f"{v.name}: {v.spec.data.kind} data needs no preparation.")
             for split, path in written.items():
                 console.print(f"[green]{split}[/]: {path}")
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command("run", context_settings=EXTRA_ARGS)
+def run(
+    ctx: typer.Context,
+    spec: SpecArgument,
+    set_: SetOption = None,
+    variant: Annotated[list[str] | None, typer.Option(help="Only this variant (repeatable).")] = None,
+    seed: Annotated[
+        list[int] | None, typer.Option(help="Only this seed (repeatable); default: the spec's.")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
+    device: Annotated[
+        DeviceChoice, typer.Option(help="auto: CUDA when available, else CPU.")
+    ] = DeviceChoice.auto,
+    force: Annotated[
+        bool, typer.Option(help="Retrain finished runs (the old folder is kept as *.replaced-*).")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option(help="Plain log lines instead of progress bars (CI, SLURM).")
+    ] = False,
+) -> None:
+    """Train every variant x seed of an experiment; rerunning resumes unfinished runs, skips finished ones."""
+    from vaebench.progress import PlainProgress, RichProgress
+    from vaebench.runner import plan_runs, preflight, run_queue
+
+    with user_errors():
+        variants = select(load_experiment(spec, collect_overrides(set_, ctx.args)), variant or [])
+        plan = plan_runs(variants, runs_dir, seed or [])
+        preflight(plan)
+        progress = PlainProgress(console) if quiet else RichProgress(console)
+        with progress:
+            progress.queue(len(plan))
+            results = run_queue(plan, device=device.value, force=force, reporter=progress)
+    console.print(results_table(results))
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+def results_table(results: list) -> Table:
+    """What ran, with its headline numbers and where its folder is."""
+    table = Table(title="runs", header_style="bold")
+    for col in ("run folder", "status", "val bpd", "test bpd (ELBO)", "time"):
+        table.add_column(col, overflow="fold")
+    colours = {"finished": "green", "skipped": "dim", "failed": "red", "stopped": "yellow"}
+    for r in results:
+        s = r.summary
+        val = s.get("val/bpd_elbo")
+        test = s.get("test/bpd_elbo")
+        table.add_row(
+            str(r.run_dir),
+            f"[{colours.get(r.status, '')}]{r.status}[/]",
+            f"{val:.4f}" if isinstance(val, float) else "-",
+            f"{test:.4f}" if isinstance(test, float) else "-",
+            f"{r.wall_s:.0f} s" if r.status == "finished" else (r.error or "")[:60],
+        )
+    return table

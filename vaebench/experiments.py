@@ -58,7 +58,7 @@ _Yaml12Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 # ----------------------------------------------------------------------------- override parsing
@@ -227,8 +227,10 @@ def _grid_axes(grid: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, Overr
 
 def load_yaml(path: Path) -> Any:
     if not path.is_file():
-        raise UserError(f"Experiment file {path} does not exist. Experiments live under experiments/, e.g. "
-                        "experiments/quickstart.yaml.")
+        raise UserError(
+            f"Experiment file {path} does not exist. Experiments live under experiments/, e.g. "
+            "experiments/quickstart.yaml."
+        )
     try:
         return yaml_load(path.read_text())
     except yaml.YAMLError as err:
@@ -254,7 +256,7 @@ def load_experiment(path: Path | str, overrides: Mapping[str, Any] | None = None
             merged: Overrides = {}
             for _, sets in combo:
                 merged.update(sets)
-            levels = {axis: level for (axis, _), (level, _) in zip(axes, combo)}
+            levels = {axis: level for (axis, _), (level, _) in zip(axes, combo, strict=True)}
             name = "_".join(f"{axis}-{level}" for axis, level in levels.items())
             entries.append((name, levels, merged))
     elif exp.variants:
@@ -271,7 +273,7 @@ def load_experiment(path: Path | str, overrides: Mapping[str, Any] | None = None
 
 
 def select(variants: list[Variant], names: Iterable[str]) -> list[Variant]:
-    """Keep the named variants (all when `names` is empty); an unknown name is an error listing the known ones."""
+    """Keep the named variants (all when `names` is empty); an unknown name lists the known ones."""
     names = list(names)
     if not names:
         return variants

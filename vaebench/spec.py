@@ -43,14 +43,21 @@ class CelebADataSpec(Section):
     """CelebA from a local folder (torchvision's or the Kaggle mirror's layout)."""
 
     kind: Literal["celeba"] = "celeba"
-    root: Path = Field(Path("data"), description="Folder holding `celeba/` (torchvision layout) or the Kaggle mirror.")
-    crop: int = Field(148, ge=1, description="Centre crop (pixels) of the 178x218 aligned images before resizing.")
+    root: Path = Field(
+        Path("data"), description="Folder holding `celeba/` (torchvision layout) or the Kaggle mirror."
+    )
+    crop: int = Field(
+        148, ge=1, description="Centre crop (pixels) of the 178x218 aligned images before resizing."
+    )
     image_size: int = Field(64, ge=8, description="Side of the square images after resizing, in pixels.")
     cache_dir: Path | None = Field(
-        None, description="Folder of the uint8 cache written by `vaebench data prepare` (default: <root>/cache)."
+        None,
+        description="Folder of the uint8 cache written by `vaebench data prepare` (default: <root>/cache).",
     )
     flip: bool = Field(False, description="Random horizontal flips of training images.")
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes (JPEG decoding without a cache).")
+    num_workers: int = Field(
+        2, ge=0, description="DataLoader worker processes (JPEG decoding without a cache)."
+    )
 
 
 DataSpec = Annotated[SyntheticDataSpec | CelebADataSpec, Field(discriminator="kind")]
@@ -89,10 +96,12 @@ class VarianceDecoderSpec(Section):
 
 
 class SigmaVAEDecoderSpec(Section):
-    """sigma-VAE (Rybkin et al. 2021): one learned sigma shared by all pixels, calibrated by the likelihood."""
+    """sigma-VAE (Rybkin et al. 2021): one learned sigma for all pixels, calibrated by the likelihood."""
 
     kind: Literal["sigma_vae"] = "sigma_vae"
-    init_sigma: float = Field(0.1, gt=0, description="Initial value of the learned sigma, [0, 1] pixel units.")
+    init_sigma: float = Field(
+        0.1, gt=0, description="Initial value of the learned sigma, [0, 1] pixel units."
+    )
     min_log_sigma: float = Field(-6.0, description="Lower bound of log sigma, for numerical safety.")
 
 
@@ -113,7 +122,9 @@ class ModelSpec(Section):
     se_ratio: int = Field(4, ge=1, description="Squeeze-and-excitation channel reduction.")
     bottleneck_ratio: int = Field(4, ge=1, description="Channel reduction inside residual bottlenecks.")
     layerscale_init: float = Field(1e-6, description="Initial LayerScale gamma of residual branches.")
-    max_groups: int = Field(32, ge=1, description="GroupNorm groups (the largest divisor of the width up to this).")
+    max_groups: int = Field(
+        32, ge=1, description="GroupNorm groups (the largest divisor of the width up to this)."
+    )
     decoder: DecoderSpec = Field(default_factory=IsotropicDecoderSpec)
 
 
@@ -133,13 +144,16 @@ class LossSpec(Section):
         "continuous: Gaussian density plus the log(1/255) bin-width correction.",
     )
     beta: float = Field(1.0, ge=0, description="Final KL weight (the annealing schedule scales it).")
-    perceptual_weight: float = Field(0.0, ge=0, description="Weight of the VGG16 perceptual loss; 0 disables it.")
+    perceptual_weight: float = Field(
+        0.0, ge=0, description="Weight of the VGG16 perceptual loss; 0 disables it."
+    )
     perceptual_layers: list[Literal["relu1_2", "relu2_2", "relu3_3", "relu4_3"]] = Field(
         ["relu1_2", "relu2_2", "relu3_3"], min_length=1, description="VGG16 activations compared."
     )
     vgg_weights: Literal["imagenet", "random"] = Field(
-        "imagenet", description="imagenet: torchvision's VGG16_Weights.IMAGENET1K_V1 from the torch cache; "
-        "random: untrained weights (tests only)."
+        "imagenet",
+        description="imagenet: torchvision's VGG16_Weights.IMAGENET1K_V1 from the torch cache; "
+        "random: untrained weights (tests only).",
     )
 
 
@@ -149,12 +163,16 @@ class AnnealSpec(Section):
     schedule: Literal["constant", "linear", "cosine", "cyclical"] = "linear"
     start: float = Field(0.0, ge=0, description="Weight (fraction of loss.beta) at step 0.")
     end: float = Field(1.0, ge=0, description="Weight (fraction of loss.beta) after warm-up.")
-    warmup_steps: int = Field(1000, ge=0, description="Steps to go from start to end (per cycle if cyclical).")
+    warmup_steps: int = Field(
+        1000, ge=0, description="Steps to go from start to end (linear, cosine; cyclical uses ramp_fraction)."
+    )
     cycles: int = Field(4, ge=1, description="cyclical only: number of cycles over train.steps.")
     ramp_fraction: float = Field(
         0.5, gt=0, le=1, description="cyclical only: fraction of each cycle spent ramping (Fu et al. 2019)."
     )
-    free_bits: float = Field(0.0, ge=0, description="Free bits: KL per latent dim below this (nats) is not penalised.")
+    free_bits: float = Field(
+        0.0, ge=0, description="Free bits: KL per latent dim below this (nats) is not penalised."
+    )
 
 
 # ----------------------------------------------------------------------------- optimisation and training
@@ -171,16 +189,26 @@ class OptimSpec(Section):
 
 class TrainSpec(Section):
     steps: int | None = Field(None, ge=1, description="Optimizer steps (give steps or epochs).")
-    epochs: float | None = Field(None, gt=0, description="Passes over the train split (give steps or epochs).")
+    epochs: float | None = Field(
+        None, gt=0, description="Passes over the train split (give steps or epochs)."
+    )
     batch_size: int = Field(32, ge=1)
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
-    grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; null disables clipping.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU."
+    )
+    grad_clip: float | None = Field(
+        1.0, gt=0, description="Max global gradient norm; null disables clipping."
+    )
     log_every: int = Field(50, ge=1, description="Steps between lines of metrics.jsonl.")
     val_every: int = Field(500, ge=1, description="Steps between validations (and best-checkpoint updates).")
-    val_batches: int | None = Field(None, ge=1, description="Limit validation to this many batches (null: all).")
+    val_batches: int | None = Field(
+        None, ge=1, description="Limit validation to this many batches (null: all)."
+    )
     checkpoint_every: int = Field(500, ge=1, description="Steps between writes of checkpoints/last.pt.")
     skip_bad_batches: int = Field(0, ge=0, description="Non-finite batches skipped before the run stops.")
-    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the train step (CUDA only).")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the train step (CUDA only)."
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSpec:
@@ -191,13 +219,17 @@ class TrainSpec(Section):
 
 class EvalSpec(Section):
     split: Literal["train", "val", "test"] = "test"
-    iw_samples: int = Field(100, ge=1, description="K of the importance-weighted bound (1000 for final numbers).")
+    iw_samples: int = Field(
+        100, ge=1, description="K of the importance-weighted bound (1000 for final numbers)."
+    )
     batch_size: int = Field(64, ge=1, description="Images per forward pass during evaluation.")
     mi_batch_size: int = Field(
         256, ge=2, description="Minibatch of the mutual-information estimator; MI is bounded by its log."
     )
     active_threshold: float = Field(0.01, gt=0, description="Var_x E_q[z_d|x] above this makes dim d active.")
-    max_images: int | None = Field(None, ge=1, description="Evaluate on at most this many images (null: all).")
+    max_images: int | None = Field(
+        None, ge=1, description="Evaluate on at most this many images (null: all)."
+    )
     at_end: bool = Field(True, description="Evaluate automatically when training finishes.")
     seed: int = 0
 

@@ -46,7 +46,11 @@ WANDB_CLOUD_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
 ONLINE_INIT_TIMEOUT_S = 30.0  # then fall back to offline rather than wait W&B's default 90 s
 ONLINE_FINISH_TIMEOUT_S = 300.0  # bounded upload at the end; the offline copy under wandb/ can be synced
 _WANDB_MODE_ALIASES: dict[str, Mode] = {
-    "online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled",
+    "online": "online",
+    "run": "online",
+    "offline": "offline",
+    "dryrun": "offline",
+    "disabled": "disabled",
 }
 
 

@@ -84,12 +84,16 @@ def build_dataset(spec: DataSpec, split: Split) -> Dataset[Tensor]:
     if cache_path(spec, split).exists():
         log.warning(
             "Not using the CelebA %s cache: %s; decoding JPEGs instead (slower). "
-            "Run `vaebench data prepare` to rebuild it.", split, problem,
+            "Run `vaebench data prepare` to rebuild it.",
+            split,
+            problem,
         )
     else:
         log.warning(
             "Decoding CelebA %s JPEGs on the fly; `vaebench data prepare` would make training faster "
-            "by caching them as uint8 arrays in %s.", split, default_cache_dir(spec),
+            "by caching them as uint8 arrays in %s.",
+            split,
+            default_cache_dir(spec),
         )
     return jpegs
 

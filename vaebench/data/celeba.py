@@ -203,7 +203,8 @@ class CelebAImages(Dataset[Tensor]):
         names = read_partition(self.root, self.layout)[split]
         if not names:
             raise celeba_error(
-                self.root, f"{self.layout.partition_file} lists no image of the {split} split",
+                self.root,
+                f"{self.layout.partition_file} lists no image of the {split} split",
                 self.layout.partition_file.parent,
             )
         check_images_exist(self.root, self.layout, names)

@@ -1,0 +1,465 @@
+"""Training one run: a plain function of (resolved spec, seed, run folder) -> result.
+
+The loop follows nanoGPT's order: learning rate and KL weight for this step -> maybe validate and
+checkpoint -> forward/backward -> check finite -> clip -> step -> log. Everything a later stage
+needs (metrics, checkpoints, figures, summary) is written to the run folder; W&B only mirrors it.
+
+Resumption is exact: the batch order is a pure function of (seed, epoch), the checkpoint holds the
+model, optimizer, RNG states, the metric accumulators and the step, so a run stopped at any point
+and resumed ends with the same parameters (bit-identical on CPU) as one never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+import yaml
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from vaebench import data as datasets
+from vaebench.annealing import kl_weight
+from vaebench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vaebench.errors import UserError
+from vaebench.experiments import Variant
+from vaebench.figures import standard_figures
+from vaebench.likelihoods import bits_per_dim
+from vaebench.losses import compute_loss
+from vaebench.perceptual import VGGPerceptual
+from vaebench.runfolder import (
+    MetricsLog,
+    RunPaths,
+    atomic_write_json,
+    atomic_write_text,
+    environment_info,
+    read_json,
+    update_summary,
+)
+from vaebench.schedules import lr_at, steps_per_epoch, total_steps
+from vaebench.spec import RunSpec
+from vaebench.tracking import Tracker
+from vaebench.vae import VAE, build_model
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class NumericalFault(UserError):
+    """A non-finite loss or gradient: the run stops, and the last good checkpoint is named."""
+
+
+class Reporter(Protocol):
+    """What the trainer tells whoever shows progress (a rich bar, plain log lines, or nothing)."""
+
+    def start(self, name: str, total: int, initial: int) -> None: ...
+    def update(self, step: int, metrics: dict[str, float]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def finish(self) -> None: ...
+
+
+class SilentReporter:
+    def start(self, name: str, total: int, initial: int) -> None: ...
+    def update(self, step: int, metrics: dict[str, float]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: Literal["finished", "skipped", "stopped", "failed"]
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    wall_s: float = 0.0
+
+
+def resolve_device(device: Device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "--device cuda was asked for, but torch sees no CUDA device (torch.cuda.is_available() "
+            "is False). Use --device cpu, or install a CUDA build of torch."
+        )
+    return torch.device(device)
+
+
+def autocast_dtype(spec: RunSpec, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA by default; fp32 on CPU (bf16 on CPU is slow and would break bit-exactness)."""
+    if spec.train.precision == "bf16" or (spec.train.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def run_document(variant: Variant, seed: int) -> dict[str, Any]:
+    """What spec.yaml holds: enough to rebuild the run (and the report's axes) without the experiment file."""
+    return {
+        "experiment": variant.experiment,
+        "variant": variant.name,
+        "seed": seed,
+        "axes": variant.axes,
+        "overrides": variant.overrides,
+        "spec": variant.spec.model_dump(mode="json"),
+    }
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The permutation of the train split used in `epoch`: a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, start_step: int) -> Iterator[Tensor]:
+    """Index batches from `start_step` on, forever; drop_last within each epoch."""
+    per_epoch = steps_per_epoch(n, batch_size)
+    step = start_step
+    while True:
+        epoch, offset = divmod(step, per_epoch)
+        order = epoch_order(n, seed, epoch)
+        for i in range(offset, per_epoch):
+            yield order[i * batch_size : (i + 1) * batch_size]
+        step = (epoch + 1) * per_epoch
+
+
+class _Batches(torch.utils.data.Sampler):
+    def __init__(self, indices: Iterator[Tensor]) -> None:
+        self.indices = indices
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for idx in self.indices:
+            yield idx.tolist()
+
+
+def train_batches(
+    dataset: Dataset, batch_size: int, seed: int, start_step: int, workers: int
+) -> Iterator[Tensor]:
+    """uint8 batches (B, 3, H, W) in the deterministic order; in-memory datasets skip the DataLoader."""
+    indices = batch_indices(len(dataset), batch_size, seed, start_step)
+    images = getattr(dataset, "images", None)
+    if isinstance(images, Tensor):
+        return (images[idx] for idx in indices)
+    loader = DataLoader(
+        dataset, batch_sampler=_Batches(indices), num_workers=workers, persistent_workers=workers > 0
+    )
+    return iter(loader)
+
+
+def eval_batches(dataset: Dataset, batch_size: int, limit: int | None = None) -> Iterator[Tensor]:
+    """uint8 batches in dataset order (validation, evaluation, figures)."""
+    n = len(dataset)
+    images = getattr(dataset, "images", None)
+    for b, start in enumerate(range(0, n, batch_size)):
+        if limit is not None and b >= limit:
+            return
+        idx = range(start, min(n, start + batch_size))
+        yield (
+            images[start : idx.stop] if isinstance(images, Tensor) else torch.stack([dataset[i] for i in idx])
+        )
+
+
+def flip_batch(x: Tensor, seed: int, step: int) -> Tensor:
+    """Random horizontal flips, a pure function of (seed, step) so resumption replays them."""
+    g = torch.Generator().manual_seed(seed * 7_919 + step)
+    flip = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def to_float(x: Tensor, device: torch.device) -> Tensor:
+    """uint8 (B, 3, H, W) -> float32 in [0, 1] on `device`: the k/255 grid the likelihoods assume."""
+    return x.to(device, non_blocking=True).float().div_(255.0)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def validate(
+    model: VAE, dataset: Dataset, spec: RunSpec, device: torch.device, perceptual: VGGPerceptual | None
+) -> dict[str, float]:
+    """Validation metrics at beta = loss.beta (the objective annealing leads to) and the beta = 1 ELBO.
+
+    `val/loss` (what the best checkpoint minimises) = recon + loss.beta * KL (+ perceptual term);
+    `val/bpd_elbo` is -ELBO at beta = 1 in bits/dim, comparable across variants whatever their beta.
+    """
+    model.eval()
+    totals = {"recon": 0.0, "kl": 0.0, "perceptual": 0.0}
+    count = 0
+    dtype = autocast_dtype(spec, device)
+    for xb in eval_batches(dataset, spec.train.batch_size, spec.train.val_batches):
+        x = to_float(xb, device)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x)
+        terms = compute_loss(out, x, spec.loss, spec.loss.beta, 0.0, perceptual)
+        for key in totals:
+            totals[key] += float(getattr(terms, key)) * len(x)
+        count += len(x)
+    model.train()
+    m = {k: v / count for k, v in totals.items()}
+    dims = x[0].numel()
+    result = {
+        "val/loss": m["recon"] + spec.loss.beta * m["kl"] + spec.loss.perceptual_weight * m["perceptual"],
+        "val/recon": m["recon"],
+        "val/kl": m["kl"],
+        "val/bpd_elbo": bits_per_dim(m["recon"] + m["kl"], dims),
+    }
+    if perceptual is not None:
+        result["val/perceptual"] = m["perceptual"]
+    return result
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def build_optimizer(model: VAE, spec: RunSpec, device: torch.device) -> torch.optim.Optimizer:
+    """Adam/AdamW; fused on CUDA (one kernel for all parameters), the plain loop on CPU."""
+    cls = torch.optim.AdamW if spec.optim.name == "adamw" else torch.optim.Adam
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return cls(
+        model.parameters(),
+        lr=spec.optim.lr,
+        betas=spec.optim.betas,
+        weight_decay=spec.optim.weight_decay,
+        **extra,
+    )
+
+
+def train(
+    variant: Variant,
+    seed: int,
+    run_dir: Path,
+    *,
+    device: Device = "auto",
+    force: bool = False,
+    reporter: Reporter | None = None,
+    stop_after: int | None = None,
+) -> RunResult:
+    """Train (or resume, or skip when finished) one variant x seed in `run_dir`.
+
+    stop_after: stop (with a checkpoint) after this many steps even if the run is longer;
+    used to test resumption, harmless otherwise.
+    """
+    reporter = reporter or SilentReporter()
+    spec = variant.spec
+    paths = RunPaths(run_dir)
+    if paths.done.exists() and not force:
+        return RunResult(run_dir, "skipped", read_json(paths.summary) if paths.summary.exists() else {})
+    if force and run_dir.exists():
+        # Keep the replaced run next to the new one rather than deleting it.
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        shutil.move(str(run_dir), str(run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")))
+
+    # Fail before any work on what a person must fix: data, weights, device.
+    datasets.check_data(spec.data)
+    dev = resolve_device(device)
+    perceptual = (
+        VGGPerceptual(spec.loss.perceptual_layers, spec.loss.vgg_weights).to(dev)
+        if spec.loss.perceptual_weight > 0
+        else None
+    )
+    train_set = datasets.build_dataset(spec.data, "train")
+    val_set = datasets.build_dataset(spec.data, "val")
+    total = total_steps(spec.train, len(train_set))
+    per_epoch = steps_per_epoch(len(train_set), spec.train.batch_size)
+
+    torch.manual_seed(seed)
+    model = build_model(spec.model, spec.data.image_size).to(dev)
+    optimizer = build_optimizer(model, spec, dev)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.checkpoints.mkdir(exist_ok=True)
+    atomic_write_text(paths.spec, yaml.safe_dump(run_document(variant, seed), sort_keys=False))
+    atomic_write_json(paths.env, environment_info(dev))
+
+    state = {"step": 0, "best_val": math.inf, "acc": _zero_acc(), "skipped_batches": 0}
+    if paths.last.exists():
+        ckpt = load_checkpoint(paths.last)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        state = ckpt["loop"]
+        reporter.message(f"resuming {run_dir} from step {state['step']}")
+    metrics = MetricsLog(paths.metrics)
+    metrics.truncate_after(state["step"])
+
+    tracker = Tracker.start(
+        spec.tracking,
+        run_dir,
+        config=run_document(variant, seed),
+        group=variant.experiment,
+        name=f"{variant.name}/seed{seed}",
+        tags=[f"{k}={v}" for k, v in variant.axes.items()],
+    )
+
+    dtype = autocast_dtype(spec, dev)
+    dims = 3 * spec.data.image_size**2
+    batches = train_batches(train_set, spec.train.batch_size, seed, state["step"], spec.data.num_workers)
+    reporter.start(f"{variant.name}/seed{seed}", total, state["step"])
+    started = time.perf_counter()
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(
+            path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng_state(),
+                "loop": state,
+                "spec": run_document(variant, seed),
+            },
+        )
+
+    try:
+        t_log = time.perf_counter()
+        while state["step"] < total:
+            step = state["step"]
+            lr = lr_at(step, spec.optim, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            beta = spec.loss.beta * kl_weight(step, spec.anneal, total)
+
+            xb = next(batches)
+            if spec.data.flip:
+                xb = flip_batch(xb, seed, step)
+            x = to_float(xb, dev)
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = model(x)
+            terms = compute_loss(out, x, spec.loss, beta, spec.anneal.free_bits, perceptual)
+            optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip or math.inf)
+            if not (torch.isfinite(terms.loss) and torch.isfinite(grad_norm)):
+                state["skipped_batches"] += 1
+                if state["skipped_batches"] > spec.train.skip_bad_batches:
+                    raise NumericalFault(_fault_message(step, terms.loss, grad_norm, paths))
+                reporter.message(
+                    f"step {step}: non-finite loss or gradient, batch skipped "
+                    f"({state['skipped_batches']}/{spec.train.skip_bad_batches})"
+                )
+                state["step"] += 1  # the batch is consumed, so the data order stays a function of the step
+                continue
+            optimizer.step()
+            state["step"] = step = step + 1
+
+            acc = state["acc"]
+            acc["n"] += 1
+            for key in ("loss", "recon", "kl", "perceptual"):
+                acc[key] += float(getattr(terms, key).detach())
+            validate_now = step % spec.train.val_every == 0 or step == total
+            if validate_now or step % spec.train.log_every == 0:
+                now = time.perf_counter()
+                row = {
+                    "step": step,
+                    "epoch": step / per_epoch,
+                    "train/loss": acc["loss"] / acc["n"],
+                    "train/recon": acc["recon"] / acc["n"],
+                    "train/kl": acc["kl"] / acc["n"],
+                    "train/beta": beta,
+                    "lr": lr,
+                    "train/bpd_elbo": bits_per_dim((acc["recon"] + acc["kl"]) / acc["n"], dims),
+                    "train/grad_norm": float(grad_norm),
+                    "images_per_s": acc["n"] * spec.train.batch_size / max(now - t_log, 1e-9),
+                }
+                if perceptual is not None:
+                    row["train/perceptual"] = acc["perceptual"] / acc["n"]
+                if validate_now:
+                    row.update(validate(model, val_set, spec, dev, perceptual))
+                    if row["val/loss"] < state["best_val"]:
+                        state["best_val"] = row["val/loss"]
+                        state["best_step"] = step
+                        checkpoint(paths.best)
+                metrics.write(row)
+                tracker.log(row, step)
+                reporter.update(step, row)
+                state["acc"] = _zero_acc()
+                t_log = time.perf_counter()
+            else:
+                reporter.update(step, {})
+            if step % spec.train.checkpoint_every == 0 or step == total:
+                checkpoint(paths.last)
+            if stop_after is not None and step >= stop_after and step < total:
+                checkpoint(paths.last)
+                tracker.finish()
+                return RunResult(
+                    run_dir,
+                    "stopped",
+                    error=f"stopped after {step} steps (stop_after)",
+                    wall_s=time.perf_counter() - started,
+                )
+    except KeyboardInterrupt:
+        checkpoint(paths.last)  # between steps, so the state is consistent
+        tracker.finish()
+        reporter.message(f"interrupted at step {state['step']}; rerun the same command to resume")
+        raise
+    except NumericalFault:
+        tracker.finish()
+        raise
+    finally:
+        reporter.finish()
+
+    summary = finish_run(model, spec, variant, seed, paths, dev, tracker, state)
+    tracker.finish()
+    return RunResult(run_dir, "finished", summary, wall_s=time.perf_counter() - started)
+
+
+def finish_run(
+    model: VAE,
+    spec: RunSpec,
+    variant: Variant,
+    seed: int,
+    paths: RunPaths,
+    dev: torch.device,
+    tracker: Tracker,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """Figures, the summary and the done marker, once training has reached its last step."""
+    model.eval()
+    test_set = datasets.build_dataset(spec.data, "test")
+    images = to_float(next(eval_batches(test_set, 16)), dev)
+    figures = standard_figures(model, images, paths.figures, seed=seed)
+    tracker.log_images(figures, state["step"])
+    rows = MetricsLog.read(paths.metrics)
+    last_val = next((r for r in reversed(rows) if "val/loss" in r), {})
+    summary = {
+        "experiment": variant.experiment,
+        "variant": variant.name,
+        "seed": seed,
+        "step": state["step"],
+        "best_step": state.get("best_step"),
+        "best/val_loss": state["best_val"],
+        **{k: v for k, v in rows[-1].items() if k.startswith("train/")},
+        **{k: v for k, v in last_val.items() if k.startswith("val/")},
+    }
+    update_summary(paths.summary, summary)
+    tracker.summary_update(summary)
+    atomic_write_text(paths.done, datetime.now(timezone.utc).isoformat())
+    return read_json(paths.summary)
+
+
+def _zero_acc() -> dict[str, float]:
+    return {"n": 0, "loss": 0.0, "recon": 0.0, "kl": 0.0, "perceptual": 0.0}
+
+
+def _fault_message(step: int, loss: Tensor, grad_norm: Tensor, paths: RunPaths) -> str:
+    last = f"{paths.last} (step {_ckpt_step(paths.last)})" if paths.last.exists() else "none yet"
+    return (
+        f"Non-finite training at step {step}: loss={float(loss)}, grad norm={float(grad_norm)}. "
+        f"The run stopped; the last good checkpoint is {last}, and metrics up to it are in {paths.metrics}. "
+        "Lower optim.lr, tighten train.grad_clip, or allow train.skip_bad_batches; rerunning resumes "
+        "from that checkpoint."
+    )
+
+
+def _ckpt_step(path: Path) -> int | str:
+    try:
+        return load_checkpoint(path)["loop"]["step"]
+    except UserError:
+        return "unreadable"
