@@ -196,3 +196,104 @@ def results_table(results: list) -> Table:
             f"{r.wall_s:.0f} s" if r.status == "finished" else (r.error or "")[:60],
         )
     return table
+
+
+class SplitChoice(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+class CheckpointChoice(str, Enum):
+    best = "best"
+    last = "last"
+
+
+# (key suffix, row label, format) of the evaluation table, in reading order
+EVAL_ROWS: list[tuple[str, str, str]] = [
+    ("bpd_iw", "bits/dim, IW bound", ".4f"),
+    ("bpd_elbo", "bits/dim, -ELBO", ".4f"),
+    ("recon_bpd", "  reconstruction (bits/dim)", ".4f"),
+    ("kl", "  KL (nats/image)", ".2f"),
+    ("iw_samples", "IW samples K", "d"),
+    ("recon_mse", "MSE of mean reconstruction", ".5f"),
+    ("psnr", "PSNR (dB)", ".2f"),
+    ("active_units", "active units", "d"),
+    ("active_units_frac", "active fraction", ".3f"),
+    ("collapsed_dims", "collapsed dims (KL < 0.01)", "d"),
+    ("kl_top5_frac", "KL share of top-5 dims", ".3f"),
+    ("mutual_info", "mutual information (nats)", ".3f"),
+    ("mutual_info_batch", "  MI minibatch (max log N)", "d"),
+    ("num_images", "images", "d"),
+    ("checkpoint_step", "checkpoint step", "d"),
+]
+
+
+def evaluation_table(split: str, results: list[tuple[Path, dict]]) -> Table:
+    """One row per metric, one column per run folder."""
+    table = Table(title=f"evaluation on {split}", header_style="bold")
+    table.add_column("metric", style="cyan")
+    for run_dir, _ in results:
+        table.add_column(str(run_dir), justify="right", overflow="fold")
+    for suffix, label, fmt in EVAL_ROWS:
+        cells = []
+        for _, metrics in results:
+            value = metrics.get(f"{split}/{suffix}")
+            cells.append("-" if not isinstance(value, (int, float)) else format(value, fmt))
+        table.add_row(label, *cells)
+    return table
+
+
+@app.command("evaluate")
+def evaluate(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders (runs/<experiment>/<variant>/seed<k>).", show_default=False),
+    ],
+    split: Annotated[
+        SplitChoice | None, typer.Option(help="Split to evaluate (default: the run's eval.split).")
+    ] = None,
+    iw_samples: Annotated[
+        int | None, typer.Option(min=1, help="K of the IW bound (default: eval.iw_samples; 1000 for finals).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Images per batch (default: eval.batch_size).")
+    ] = None,
+    checkpoint: Annotated[
+        CheckpointChoice, typer.Option(help="Which checkpoint to evaluate.")
+    ] = CheckpointChoice.best,
+    device: Annotated[
+        DeviceChoice, typer.Option(help="auto: CUDA when available, else CPU.")
+    ] = DeviceChoice.auto,
+) -> None:
+    """Evaluate trained runs (bits/dim bounds, reconstruction, latent usage) and record the results.
+
+    Results go to each run's eval/<split>.json (one entry per settings, earlier ones kept) and
+    summary.json (latest evaluation wins).
+    """
+    from vaebench.evaluate import check_run_folder, evaluate_run, load_run_spec
+    from vaebench.progress import RichProgress
+
+    with user_errors():
+        for run_dir in run_dirs:  # every folder checked before the first (slow) evaluation
+            check_run_folder(run_dir, checkpoint.value)
+        results: list[tuple[Path, dict]] = []
+        splits = set()
+        with RichProgress(console) as progress:
+            progress.queue(len(run_dirs))
+            for run_dir in run_dirs:
+                run_split = split.value if split is not None else load_run_spec(run_dir).eval.split
+                splits.add(run_split)
+                metrics = evaluate_run(
+                    run_dir,
+                    split=run_split,
+                    iw_samples=iw_samples,
+                    batch_size=batch_size,
+                    checkpoint=checkpoint.value,
+                    device=device.value,
+                    progress=progress,
+                )
+                results.append((run_dir, metrics))
+                progress.run_done()
+    for one_split in sorted(splits):
+        console.print(evaluation_table(one_split, results))

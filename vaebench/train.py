@@ -420,12 +420,25 @@ def finish_run(
     tracker: Tracker,
     state: dict[str, Any],
 ) -> dict[str, Any]:
-    """Figures, the summary and the done marker, once training has reached its last step."""
+    """Figures, the final evaluation, the summary and the done marker, once training reached its last step.
+
+    Figures show the final (in-memory) model; the evaluation (when eval.at_end) is of checkpoints/best.pt,
+    the model the run's headline numbers are about, with the spec's eval settings. It runs before the
+    summary and DONE, so a finished run always has its "<split>/..." keys in summary.json, and a run
+    whose evaluation failed is resumed (straight to this function) by rerunning.
+    """
+    # Imported here: vaebench.evaluate imports this module.
+    from vaebench.evaluate import evaluate_run
+
     model.eval()
     test_set = datasets.build_dataset(spec.data, "test")
     images = to_float(next(eval_batches(test_set, 16)), dev)
     figures = standard_figures(model, images, paths.figures, seed=seed)
     tracker.log_images(figures, state["step"])
+    if spec.eval.at_end:
+        # last.pt only if no validation ever gave a finite loss (then best.pt was never written)
+        which = "best" if paths.best.exists() else "last"
+        evaluate_run(paths.root, checkpoint=which, device=dev, tracker=tracker, tracker_step=state["step"])
     rows = MetricsLog.read(paths.metrics)
     last_val = next((r for r in reversed(rows) if "val/loss" in r), {})
     summary = {
