@@ -82,7 +82,11 @@ class RichProgress:
 
 
 class PlainProgress:
-    """Plain log lines (`--quiet`): one per logged step, no terminal control codes."""
+    """Plain log lines (`--quiet`): one per logged step, no terminal control codes.
+
+    Lines are never wrapped or coloured, whatever console is passed in: without a terminal rich
+    assumes 80 columns, and a log line split in two defeats grep in CI and SLURM logs.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(highlight=False, soft_wrap=True)
@@ -105,14 +109,17 @@ class PlainProgress:
 
     def start(self, name: str, total: int, initial: int) -> None:
         self.name, self.total, self.t0 = name, total, time.perf_counter()
-        self.console.print(f"[{self.done + 1}/{self.runs}] {name}: steps {initial}..{total}", markup=False)
+        self._line(f"[{self.done + 1}/{self.runs}] {name}: steps {initial}..{total}")
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
         if metrics:
-            self.console.print(f"{self.name} step {step}/{self.total} {_fmt(metrics)}", markup=False)
+            self._line(f"{self.name} step {step}/{self.total} {_fmt(metrics)}")
 
     def message(self, text: str) -> None:
-        self.console.print(text, markup=False)
+        self._line(text)
 
     def finish(self) -> None:
         pass
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
