@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,6 +110,35 @@ def run_document(variant: Variant, seed: int) -> dict[str, Any]:
         "overrides": variant.overrides,
         "spec": variant.spec.model_dump(mode="json"),
     }
+
+
+class DeferredInterrupt:
+    """Holds a first Ctrl-C (SIGINT) until the current training step is complete; a second one interrupts.
+
+    Nearly all of a step's time is spent inside forward/backward/optimizer.step: an immediate
+    KeyboardInterrupt would leave random numbers drawn, or parameters half updated, for a step the
+    checkpoint says did not happen, and the resumed run would differ from one never interrupted.
+    Signals reach only the main thread; elsewhere install() does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
+            signal.signal(signal.SIGINT, self._handle)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 # ----------------------------------------------------------------------------- data order
@@ -317,6 +348,8 @@ def train(
             },
         )
 
+    interrupt = DeferredInterrupt()
+    interrupt.install()
     try:
         t_log = time.perf_counter()
         while state["step"] < total:
@@ -394,15 +427,22 @@ def train(
                     error=f"stopped after {step} steps (stop_after)",
                     wall_s=time.perf_counter() - started,
                 )
-    except KeyboardInterrupt:
-        checkpoint(paths.last)  # between steps, so the state is consistent
+            if interrupt.requested:  # Ctrl-C during this step, which is now complete
+                checkpoint(paths.last)
+                raise KeyboardInterrupt(f"interrupted at step {step}; rerun the same command to resume")
+    except KeyboardInterrupt as err:
         tracker.finish()
-        reporter.message(f"interrupted at step {state['step']}; rerun the same command to resume")
+        # Without a message it came mid-step (a second Ctrl-C): nothing was saved, the last checkpoint stands.
+        reporter.message(
+            str(err)
+            or f"interrupted mid-step, nothing saved; the last checkpoint is {_last_checkpoint(paths)}"
+        )
         raise
     except NumericalFault:
         tracker.finish()
         raise
     finally:
+        interrupt.restore()
         reporter.finish()
 
     summary = finish_run(model, spec, variant, seed, paths, dev, tracker, state)
@@ -461,11 +501,15 @@ def _zero_acc() -> dict[str, float]:
     return {"n": 0, "loss": 0.0, "recon": 0.0, "kl": 0.0, "perceptual": 0.0}
 
 
+def _last_checkpoint(paths: RunPaths) -> str:
+    return f"{paths.last} (step {_ckpt_step(paths.last)})" if paths.last.exists() else "none yet"
+
+
 def _fault_message(step: int, loss: Tensor, grad_norm: Tensor, paths: RunPaths) -> str:
-    last = f"{paths.last} (step {_ckpt_step(paths.last)})" if paths.last.exists() else "none yet"
     return (
-        f"Non-finite training at step {step}: loss={float(loss)}, grad norm={float(grad_norm)}. "
-        f"The run stopped; the last good checkpoint is {last}, and metrics up to it are in {paths.metrics}. "
+        f"Non-finite training at step {step}: loss={float(loss.detach())}, grad norm={float(grad_norm)}. "
+        f"The run stopped; the last good checkpoint is {_last_checkpoint(paths)}, and metrics up to it "
+        f"are in {paths.metrics}. "
         "Lower optim.lr, tighten train.grad_clip, or allow train.skip_bad_batches; rerunning resumes "
         "from that checkpoint."
     )
