@@ -369,7 +369,13 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip or math.inf)
-            if not (torch.isfinite(terms.loss) and torch.isfinite(grad_norm)):
+            acc = state["acc"]
+            if torch.isfinite(terms.loss) and torch.isfinite(grad_norm):
+                optimizer.step()
+                acc["n"] += 1
+                for key in ("loss", "recon", "kl", "perceptual"):
+                    acc[key] += float(getattr(terms, key).detach())
+            else:
                 state["skipped_batches"] += 1
                 if state["skipped_batches"] > spec.train.skip_bad_batches:
                     raise NumericalFault(_fault_message(step, terms.loss, grad_norm, paths))
@@ -377,32 +383,28 @@ def train(
                     f"step {step}: non-finite loss or gradient, batch skipped "
                     f"({state['skipped_batches']}/{spec.train.skip_bad_batches})"
                 )
-                state["step"] += 1  # the batch is consumed, so the data order stays a function of the step
-                continue
-            optimizer.step()
+            # A skipped batch still counts as a step, so the data order stays a function of the step and
+            # the step still logs, validates and checkpoints on schedule (the last step included).
             state["step"] = step = step + 1
 
-            acc = state["acc"]
-            acc["n"] += 1
-            for key in ("loss", "recon", "kl", "perceptual"):
-                acc[key] += float(getattr(terms, key).detach())
             validate_now = step % spec.train.val_every == 0 or step == total
             if validate_now or step % spec.train.log_every == 0:
                 now = time.perf_counter()
+                n = acc["n"] or math.nan  # nan (null in metrics.jsonl): every step since the last row skipped
                 row = {
                     "step": step,
                     "epoch": step / per_epoch,
-                    "train/loss": acc["loss"] / acc["n"],
-                    "train/recon": acc["recon"] / acc["n"],
-                    "train/kl": acc["kl"] / acc["n"],
+                    "train/loss": acc["loss"] / n,
+                    "train/recon": acc["recon"] / n,
+                    "train/kl": acc["kl"] / n,
                     "train/beta": beta,
                     "lr": lr,
-                    "train/bpd_elbo": bits_per_dim((acc["recon"] + acc["kl"]) / acc["n"], dims),
+                    "train/bpd_elbo": bits_per_dim((acc["recon"] + acc["kl"]) / n, dims),
                     "train/grad_norm": float(grad_norm),
                     "images_per_s": acc["n"] * spec.train.batch_size / max(now - t_log, 1e-9),
                 }
                 if perceptual is not None:
-                    row["train/perceptual"] = acc["perceptual"] / acc["n"]
+                    row["train/perceptual"] = acc["perceptual"] / n
                 if validate_now:
                     row.update(validate(model, val_set, spec, dev, perceptual))
                     if row["val/loss"] < state["best_val"]:
