@@ -31,7 +31,7 @@ from vaebench import data as datasets
 from vaebench.annealing import kl_weight
 from vaebench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vaebench.errors import UserError
-from vaebench.experiments import Variant
+from vaebench.experiments import Variant, flatten
 from vaebench.figures import standard_figures
 from vaebench.likelihoods import bits_per_dim
 from vaebench.losses import compute_loss
@@ -110,6 +110,45 @@ def run_document(variant: Variant, seed: int) -> dict[str, Any]:
         "overrides": variant.overrides,
         "spec": variant.spec.model_dump(mode="json"),
     }
+
+
+# Spec sections that decide what is trained; a run folder may be resumed only under the same values.
+TRAINING_SECTIONS = ("data", "model", "loss", "anneal", "optim", "train")
+# Where the data is and how it is read may change between machines without changing the run.
+MACHINE_KEYS = {"data.root", "data.cache_dir", "data.num_workers"}
+
+
+def check_same_training_spec(paths: RunPaths, spec: RunSpec) -> None:
+    """Refuse to resume or skip a run folder whose recorded spec trains something else than `spec`.
+
+    The folder is named by experiment, variant and seed, not by --set overrides: without this check a
+    rerun with other overrides would resume the old run under the new spec (one checkpoint, two specs)
+    or skip it as finished (the old run's numbers reported for the new spec). eval, tracking and
+    seeds may change between reruns, as may MACHINE_KEYS.
+    """
+    if not paths.spec.exists() or not (paths.last.exists() or paths.done.exists()):
+        return  # nothing trained yet: starting afresh under the new spec mixes nothing
+    try:
+        recorded = RunSpec.model_validate(yaml.safe_load(paths.spec.read_text())["spec"])
+    except Exception as err:
+        raise UserError(
+            f"{paths.spec} cannot be read as a run spec ({type(err).__name__}: {err}), so the run in "
+            f"{paths.root} cannot be resumed safely. Use --force to retrain it (the old folder is kept "
+            "as *.replaced-*)."
+        ) from None
+    sections = set(TRAINING_SECTIONS)
+    old = flatten(recorded.model_dump(mode="json", include=sections))
+    new = flatten(spec.model_dump(mode="json", include=sections))
+    changed = [
+        k for k in sorted(old.keys() | new.keys()) if k not in MACHINE_KEYS and old.get(k) != new.get(k)
+    ]
+    if changed:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise UserError(
+            f"{paths.root} holds a run of another spec ({shown}{', ...' if len(changed) > 5 else ''}); "
+            "resuming or skipping it would mix the two. Use --force to replace it (the old folder is kept "
+            "as *.replaced-*), or --runs-dir to put the new runs elsewhere."
+        )
 
 
 class DeferredInterrupt:
@@ -282,6 +321,8 @@ def train(
     reporter = reporter or SilentReporter()
     spec = variant.spec
     paths = RunPaths(run_dir)
+    if not force:
+        check_same_training_spec(paths, spec)
     if paths.done.exists() and not force:
         return RunResult(run_dir, "skipped", read_json(paths.summary) if paths.summary.exists() else {})
     if force and run_dir.exists():
