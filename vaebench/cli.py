@@ -297,3 +297,102 @@ def evaluate(
                 progress.run_done()
     for one_split in sorted(splits):
         console.print(evaluation_table(one_split, results))
+
+
+class RankChoice(str, Enum):
+    bpd_elbo = "bpd_elbo"
+    bpd_iw = "bpd_iw"
+    recon_bpd = "recon_bpd"
+    kl = "kl"
+    active_units = "active_units"
+    mutual_info = "mutual_info"
+    psnr = "psnr"
+
+
+def frame_table(frame, title: str, width: int) -> Table:  # frame: a pandas DataFrame of strings
+    """A rich Table of a formatted report table, numbers right-aligned, cells never wrapped.
+
+    Columns that do not fit in `width` characters are left out from the right (the caption says how
+    many), since a "3.8123 ± 0.0041" broken over three lines is harder to read than a missing column.
+    """
+    table = Table(title=title, header_style="bold", caption_justify="left")
+    used, left_out = 1, 0
+    for index, column in enumerate(frame.columns):
+        texts = [str(v) for v in frame[column]]
+        size = max(len(str(column)), *(len(t) for t in texts)) + 3
+        if used + size > width and index > 1:
+            left_out = len(frame.columns) - index
+            break
+        used += size
+        numeric = all(t[0].isdigit() or t[0] in "+-" for t in texts if t and t != "–")
+        table.add_column(str(column), justify="right" if numeric else "left", no_wrap=True)
+    kept = len(frame.columns) - left_out
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row[:kept]))
+    if left_out:
+        table.caption = f"{left_out} more column(s) in the report's tables/variants.md"
+    return table
+
+
+@app.command("report")
+def report(
+    runs_dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Folders holding run folders, or run folders (default: runs/).", show_default=False
+        ),
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="The experiment to report, when the folders hold several.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: reports/<experiment>/).")] = None,
+    wandb: Annotated[
+        str | None,
+        typer.Option(
+            "--wandb",
+            metavar="ENTITY/PROJECT",
+            help="Read the runs from this W&B project instead of folders.",
+        ),
+    ] = None,
+    rank_by: Annotated[
+        RankChoice, typer.Option(help="Metric that ranks the variants and picks each one's best run.")
+    ] = RankChoice.bpd_elbo,
+    figures_from: Annotated[
+        list[Path] | None,
+        typer.Option(help="Draw the write-up figures from this run folder (repeatable), not the best runs."),
+    ] = None,
+    figures: Annotated[
+        bool,
+        typer.Option(help="Write-up figures from the checkpoints (--no-figures: tables and plots only)."),
+    ] = True,
+    figure_images: Annotated[int, typer.Option(min=2, help="Images per row of the write-up figures.")] = 8,
+    figure_scale: Annotated[int, typer.Option(min=1, help="Pixel enlargement of the write-up figures.")] = 2,
+    device: Annotated[
+        DeviceChoice, typer.Option(help="Device for the write-up figures (auto: CUDA when available).")
+    ] = DeviceChoice.cpu,
+) -> None:
+    """Tables, plots and write-up figures of an experiment's runs, tied together in report.md and report.html.
+
+    Unfinished, diverged and broken runs are listed in the report with the reason; rerunning replaces
+    the previous report in the same folder.
+    """
+    from vaebench.report import build_report
+    from vaebench.report.tables import format_variant_table, read_variant_table
+
+    with user_errors():
+        path = build_report(
+            runs_dirs or [Path("runs")],
+            experiment,
+            out,
+            wandb_path=wandb,
+            rank_by=rank_by.value,
+            figure_runs=figures_from or [],
+            figures=figures,
+            figure_images=figure_images,
+            figure_scale=figure_scale,
+            device=device.value,
+            console=console,
+        )
+    variants = format_variant_table(read_variant_table(path / "tables" / "variants.csv"))
+    console.print(frame_table(variants, f"variants, ranked by {rank_by.value}", console.width))
+    console.print(f"[green]report[/]: {path / 'report.html'} (and report.md, tables/, plots/, figures/)")

@@ -1,0 +1,387 @@
+"""`build_report`: run folders (or W&B runs) -> tables, plots, write-up figures, report.md and report.html.
+
+The output folder (default reports/<experiment>/) holds::
+
+    report.md, report.html       the report (the HTML self-contained, images embedded)
+    tables/                      runs.csv and curves.csv (tidy, every run), and variants, effects,
+                                 spec_differences, environment (and attention, if a run needs it)
+                                 each as .csv (numbers), .md and .tex (booktabs)
+    plots/                       curves, bits_per_dim, effects, latent_usage, beta_sweep: .png and .pdf
+    figures/<variant>/           reconstructions, interpolation, temperature, curves: .png and .pdf
+    .vaebench-report             marks the folder as a report, so regenerating may replace it
+
+Regenerating is idempotent: the folder's previous report files are removed first, nothing records
+the time, and every figure is deterministic, so the same runs give the same files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+
+from vaebench.errors import UserError
+from vaebench.report import render
+from vaebench.report.load import RunSet, load_runs
+from vaebench.report.metrics import REPORT_METRICS, metric
+from vaebench.report.plots import (
+    plot_axis_effects,
+    plot_beta_sweep,
+    plot_bits_per_dim,
+    plot_latent_usage,
+    plot_run_curves,
+    plot_training_curves,
+    variant_palette,
+)
+from vaebench.report.tables import (
+    attention_table,
+    axis_effects,
+    environment_table,
+    format_effects,
+    format_variant_table,
+    rank_variants,
+    spec_difference_tables,
+    variant_table,
+    write_table,
+)
+from vaebench.runfolder import atomic_write_text
+
+MARKER = ".vaebench-report"
+_OWNED = ("tables", "plots", "figures", "report.md", "report.html")
+
+
+def prepare_output(out: Path) -> None:
+    """Empty the report files of a previous run in `out`; refuse a non-empty folder that is not a report."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the report.")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise UserError(
+            f"--out {out} is a non-empty folder that `vaebench report` did not make; "
+            "choose another folder (or empty this one) so that nothing of yours is overwritten."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _OWNED:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    atomic_write_text(
+        out / MARKER, "Made by `vaebench report`; regenerating replaces this folder's report.\n"
+    )
+
+
+def _rel(path: Path, out: Path) -> str:
+    return path.relative_to(out).as_posix()
+
+
+def best_runs(rs: RunSet, by: str) -> dict[str, str]:
+    """Per variant, its finished run with the best `by` (its first finished run if none has the metric)."""
+    finished = rs.finished.assign(_v=pd.to_numeric(rs.finished.get(by), errors="coerce"))
+    ascending = metric(by).higher_is_better is not True
+    best = {}
+    for variant in rs.variants:
+        runs = finished[finished["variant"] == variant]
+        if runs.empty:
+            continue
+        ranked = runs.sort_values("_v", ascending=ascending, na_position="last", kind="stable")
+        best[variant] = str(ranked["run"].iloc[0])
+    return best
+
+
+def _evaluation_sentence(rs: RunSet) -> str:
+    """What the evaluation numbers are: split, K, images, checkpoint (distinct values joined)."""
+    settings = [r.eval_settings for r in rs.records if r.status == "finished" and r.eval_settings]
+    if not settings:
+        splits = ", ".join(sorted(set(rs.finished["eval_split"].dropna()))) or "test"
+        return f"Evaluation on the {splits} split (settings not recorded)."
+
+    def values(key: str) -> str:
+        return "/".join(str(v) for v in dict.fromkeys(s.get(key) for s in settings))
+
+    return (
+        f"Evaluated on the {values('split')} split ({values('num_images')} images) with the "
+        f"`{values('checkpoint')}` checkpoint; IW bound with K = {values('iw_samples')}; exact discretized "
+        f"likelihood; a dimension is active when Var_x E_q[z|x] > {values('active_threshold')}."
+    )
+
+
+def build_report(
+    run_dirs: Sequence[Path] = (Path("runs"),),
+    experiment: str | None = None,
+    out: Path | None = None,
+    *,
+    wandb_path: str | None = None,
+    wandb_api: Any = None,
+    rank_by: str = "bpd_elbo",
+    figure_runs: Sequence[Path] = (),
+    figures: bool = True,
+    figure_images: int = 8,
+    figure_scale: int = 2,
+    device: str = "cpu",
+    console: Console | None = None,
+) -> Path:
+    """Write the report of one experiment's runs and return its folder.
+
+    run_dirs: folders searched for run folders (ignored with `wandb_path`); experiment: which one, when
+    they hold several; out: default reports/<experiment>; wandb_path: "entity/project" to read the runs
+    from the W&B public API (`wandb_api`, default `wandb.Api()`) instead; rank_by: the metric that
+    orders the variant table and picks each variant's best run; figure_runs: run folders to draw the
+    write-up figures from instead of each variant's best; figures: False skips them (no checkpoints
+    are read); console: where the loading progress bar goes (None: no bar).
+    """
+    if rank_by not in {m.key for m in REPORT_METRICS}:
+        choices = ", ".join(m.key for m in REPORT_METRICS)
+        raise UserError(f"--rank-by {rank_by!r} is not a report metric; choose one of {choices}.")
+    if wandb_path is not None:
+        from vaebench.report.wandb_api import load_wandb
+
+        if wandb_api is None:
+            import wandb
+
+            try:
+                wandb_api = wandb.Api()
+            except Exception as err:  # no key, no network: W&B's own error types
+                raise UserError(
+                    f"Cannot use the W&B API ({type(err).__name__}: {err}). Log in with `wandb login` "
+                    "or set WANDB_API_KEY, or report from run folders instead."
+                ) from err
+        rs = load_wandb(wandb_api, wandb_path, experiment, console)
+    else:
+        rs = load_runs(list(run_dirs), experiment, console)
+    out = Path(out) if out is not None else Path("reports") / rs.experiment
+    prepare_output(out)
+    tables_dir, plots_dir = out / "tables", out / "plots"
+
+    # Tables
+    tables_dir.mkdir()
+    atomic_write_text(tables_dir / "runs.csv", rs.runs.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(tables_dir / "curves.csv", rs.curves.to_csv(index=False, lineterminator="\n"))
+    by = metric(rank_by)
+    variants = rank_variants(variant_table(rs), rank_by)
+    variants_text = format_variant_table(variants)
+    write_table(tables_dir, "variants", variants, variants_text, f"Results by variant, ranked by {by.label}.")
+    effects = axis_effects(rs)
+    effects_text = format_effects(effects) if not effects.empty else pd.DataFrame()
+    if not effects.empty:
+        caption = "Effect of each axis: mean paired difference [95% t interval]."
+        write_table(tables_dir, "effects", effects, effects_text, caption)
+    attention = attention_table(rs)
+    if not attention.empty:
+        write_table(tables_dir, "attention", attention, attention, "Runs that need attention.")
+    spec_diff, shared = spec_difference_tables(rs)
+    write_table(
+        tables_dir, "spec_differences", spec_diff, spec_diff, "Settings that differ between variants."
+    )
+    environment = environment_table(rs)
+    if not environment.empty:
+        write_table(
+            tables_dir, "environment", environment, environment, "Environment of each variant's runs."
+        )
+
+    # Plots
+    palette = variant_palette(rs.variants)
+    plots = {
+        "bits_per_dim": plot_bits_per_dim(rs, palette, plots_dir / "bits_per_dim"),
+        "effects": plot_axis_effects(effects, REPORT_METRICS, plots_dir / "effects"),
+        "curves": plot_training_curves(rs, palette, plots_dir / "curves"),
+        "latent_usage": plot_latent_usage(rs, palette, plots_dir / "latent_usage"),
+        "beta_sweep": plot_beta_sweep(rs, palette, plots_dir / "beta_sweep"),
+    }
+
+    # Write-up figures
+    writeup: list[render.Block] = []
+    if figures:
+        writeup = _writeup_section(
+            rs, out, palette, rank_by, figure_runs, figure_images, figure_scale, device
+        )
+
+    blocks = _document(
+        rs, out, variants_text, effects_text, attention, spec_diff, shared, environment, plots, by
+    )
+    blocks += writeup
+    blocks += _settings_section(spec_diff, shared, environment)
+    title = f"vaebench report: {rs.experiment}"
+    atomic_write_text(out / "report.md", render.to_markdown(title, blocks))
+    atomic_write_text(out / "report.html", render.to_html(title, blocks))
+    return out
+
+
+# ----------------------------------------------------------------------------- the document
+
+
+def _image(paths: list[Path] | None, out: Path, caption: str, pixelated: bool = False) -> list[render.Block]:
+    if not paths:
+        return []
+    png = paths[0]
+    return [render.Image(png, _rel(png, out), caption, pixelated)]
+
+
+def _document(
+    rs: RunSet,
+    out: Path,
+    variants_text: pd.DataFrame,
+    effects_text: pd.DataFrame,
+    attention: pd.DataFrame,
+    spec_diff: pd.DataFrame,
+    shared: pd.DataFrame,
+    environment: pd.DataFrame,
+    plots: dict[str, list[Path] | None],
+    by: Any,
+) -> list[render.Block]:
+    counts = rs.runs["status"].value_counts()
+    status_text = ", ".join(f"{counts[s]} {s}" for s in counts.index)
+    blocks: list[render.Block] = [
+        render.Text(
+            f"{len(rs.runs)} runs ({status_text}) of {len(rs.variants)} variants, from `{rs.source}`. "
+            "Only finished runs enter the tables and plots. Tables are in `tables/` (CSV, Markdown, LaTeX), "
+            "plots in `plots/` (PNG, PDF)."
+        ),
+        render.Text(_evaluation_sentence(rs)),
+    ]
+    if not attention.empty:
+        blocks += [
+            render.Heading("Runs that need attention"),
+            render.Text(
+                "These runs are left out of the tables and plots, or are missing some numbers there:"
+            ),
+            render.Table(attention),
+        ]
+
+    direction = {True: "higher is better", False: "lower is better", None: ""}[by.higher_is_better]
+    blocks += [
+        render.Heading("Results by variant"),
+        render.Text(
+            f"Mean ± standard deviation over seeds (n = finished runs; a single run shows its value), "
+            f"ranked by {by.label} ({direction}). Bits/dim are per dimension of the 8-bit images; KL and "
+            "mutual information are in nats per image; MI is a minibatch estimate, bounded by the log of "
+            "its batch size."
+        ),
+        render.Table(variants_text) if len(variants_text) else render.Text("No run has finished yet."),
+        *_image(plots["bits_per_dim"], out, "Bits/dim by variant: dots are seeds, diamonds mean ± 1 sd."),
+    ]
+
+    blocks.append(render.Heading("Effect of each ablation axis"))
+    if effects_text.empty:
+        blocks.append(
+            render.Text("No axis has two levels with finished runs, so there are no effects to show.")
+        )
+    else:
+        blocks += [
+            render.Text(
+                "For each axis, the mean difference of each metric between a level and the reference "
+                "level (the first in the experiment file), over pairs of runs that share the other axes' "
+                "levels and the seed, with a Student-t 95% interval over the pairs (none for a single "
+                "pair). An interval that excludes 0 is an effect larger than the seed noise and the "
+                "interactions in this grid."
+            ),
+            render.Table(effects_text),
+            *_image(plots["effects"], out, "Axis effects: mean paired difference with its 95% interval."),
+        ]
+
+    blocks.append(render.Heading("Training curves"))
+    blocks += _image(plots["curves"], out, "Mean over seeds; band ±1 sd (none for a single seed).") or [
+        render.Text("No finished run logged training metrics.")
+    ]
+
+    blocks.append(render.Heading("Latent usage"))
+    blocks += _image(
+        plots["latent_usage"],
+        out,
+        "Top: KL per latent dimension, dimensions sorted by KL; the red bar marks the number of active "
+        "units. Bottom: posterior-mean variance per dimension against the active-unit threshold.",
+    ) or [render.Text("No per-dimension statistics: evaluate the runs (`vaebench evaluate`).")]
+    blocks += _image(
+        plots["beta_sweep"], out, "Active units, KL and MI against β; grey lines join the means."
+    )
+    return blocks
+
+
+def _writeup_section(
+    rs: RunSet,
+    out: Path,
+    palette: dict,
+    rank_by: str,
+    figure_runs: Sequence[Path],
+    images: int,
+    scale: int,
+    device: str,
+) -> list[render.Block]:
+    from vaebench.report.figures import writeup_figures
+
+    if figure_runs:
+        by_dir = {str(Path(r.local_dir).resolve()): r.run for r in rs.records if r.local_dir is not None}
+        chosen = {}
+        for path in figure_runs:
+            key = str(Path(path).resolve())
+            if key not in by_dir:
+                raise UserError(f"--figures-from {path} is not one of the loaded runs of {rs.experiment}.")
+            chosen[f"{rs.record(by_dir[key]).variant} ({Path(path).name})"] = by_dir[key]
+        why = "the runs named with --figures-from"
+    else:
+        chosen = best_runs(rs, rank_by)
+        why = f"the best run of each variant by {metric(rank_by).label}"
+    blocks: list[render.Block] = [
+        render.Heading("Write-up figures"),
+        render.Text(
+            f"From {why}, made from its checkpoint (best.pt): `vaebench report` regenerates them "
+            "with --figure-images and --figure-scale. Reconstructions: test images (top) over the decoder "
+            "means of their posterior means. Interpolation: decoded straight lines between the posterior "
+            "means of pairs of test images. Temperature: prior samples z ~ N(0, τ²I), the same noise in "
+            "every row."
+        ),
+    ]
+    for title, run in chosen.items():
+        rec = rs.record(run)
+        folder = out / "figures" / title.replace("/", "_").replace(" ", "_")
+        blocks.append(render.Heading(f"{title}: `{rec.label}`", level=3))
+        if rec.local_dir is None:
+            blocks.append(render.Text("No checkpoint here (a W&B run): run the report on the run folders."))
+            continue
+        try:
+            made = writeup_figures(rec.local_dir, folder, images=images, scale=scale, device=device)
+        except UserError as err:
+            blocks.append(render.Text(f"No figures: {err}"))
+            continue
+        captions = {
+            "reconstructions": "Reconstructions: inputs over reconstructions.",
+            "interpolation": "Latent interpolation between pairs of test images.",
+            "temperature": "Prior samples at temperatures τ (rows).",
+        }
+        shown = [block for name, paths in made.items() for block in _image(paths, out, captions[name], True)]
+        shown += _image(plot_run_curves(rs, run, palette, folder / "curves"), out, "Loss curves of this run.")
+        blocks.append(render.Row([b for b in shown if isinstance(b, render.Image)]))
+    return blocks
+
+
+def _settings_section(
+    spec_diff: pd.DataFrame, shared: pd.DataFrame, environment: pd.DataFrame
+) -> list[render.Block]:
+    blocks: list[render.Block] = [render.Heading("Variants and their settings")]
+    if spec_diff.shape[1] > 1:
+        blocks += [
+            render.Text("Settings that differ between variants (resolved specs):"),
+            render.Table(spec_diff),
+        ]
+    else:
+        blocks.append(render.Text("All variants have the same resolved spec."))
+    if not shared.empty:
+        blocks.append(
+            render.Details(
+                f"Settings shared by all variants that differ from vaebench's defaults ({len(shared)})",
+                [render.Table(shared)],
+            )
+        )
+    blocks.append(render.Heading("Environment"))
+    if environment.empty:
+        blocks.append(render.Text("No run recorded its environment (env.json)."))
+    else:
+        blocks += [
+            render.Text("As recorded in each run's env.json (distinct values joined)."),
+            render.Table(environment),
+        ]
+    return blocks

@@ -1,0 +1,121 @@
+"""Write-up figures made from a run's checkpoint, so they can be remade at any count and size.
+
+For one run: reconstructions (inputs over reconstructions), a latent interpolation between pairs of
+test images, and a temperature grid (one row per tau in `vaebench.figures.TEMPERATURES`, the same
+noise in every row). The grids come from `vaebench.figures`; here they are enlarged with
+nearest-neighbour scaling (pixels stay pixels: a 16x16 image is not smoothed into a blur), given
+row labels, and saved as PNG and PDF. Everything is deterministic: the first test images, fixed seeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from vaebench import data as datasets
+from vaebench.checkpoint import load_checkpoint
+from vaebench.errors import UserError
+from vaebench.evaluate import checkpoint_path, load_run_spec
+from vaebench.figures import TEMPERATURES, interpolation_grid, reconstruction_grid, temperature_grid
+from vaebench.train import eval_batches, resolve_device, to_float
+from vaebench.vae import VAE, build_model
+
+PADDING = 2  # pixels between images in vaebench.figures grids (torchvision's save_image padding)
+_EPOCH = time.gmtime(0)  # PDF creation date: fixed, so reruns give the same bytes
+
+
+def load_model(run_dir: Path, device: torch.device) -> tuple[VAE, int]:
+    """The model of checkpoints/best.pt (last.pt if there is no best) and the checkpoint's step."""
+    spec = load_run_spec(run_dir)
+    try:
+        path = checkpoint_path(run_dir, "best")
+    except UserError:
+        path = checkpoint_path(run_dir, "last")
+    state = load_checkpoint(path)
+    model = build_model(spec.model, spec.data.image_size)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as err:
+        raise UserError(
+            f"{path} does not match the model in {run_dir}/spec.yaml ({type(err).__name__})."
+        ) from None
+    return model.to(device).eval(), int(state.get("loop", {}).get("step", 0))
+
+
+def first_test_images(run_dir: Path, count: int, device: torch.device) -> torch.Tensor:
+    """The first `count` test images of the run's data, float in [0, 1], (count, 3, H, W)."""
+    spec = load_run_spec(run_dir)
+    dataset = datasets.build_dataset(spec.data, "test")
+    if len(dataset) < 2:
+        raise UserError(f"the test split of {run_dir} has {len(dataset)} image(s); figures need 2.")
+    return to_float(next(eval_batches(dataset, min(count, len(dataset)))), device)
+
+
+def label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans, which matplotlib ships (PIL's default font has no Greek, and the labels say τ)."""
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(str(path), size)
+    except OSError:
+        return ImageFont.load_default(size=size)
+
+
+def finish_grid(png: Path, scale: int, row_labels: Sequence[str], tile: int) -> list[Path]:
+    """Enlarge a grid PNG by `scale` (nearest neighbour), add row labels on the left, save PNG and PDF."""
+    grid = Image.open(png).convert("RGB")
+    grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+    if row_labels:
+        font = label_font(max(12, min(22, tile * scale // 3)))
+        margin = 12 + max(int(font.getlength(text)) for text in row_labels)
+        canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")
+        canvas.paste(grid, (margin, 0))
+        draw = ImageDraw.Draw(canvas)
+        row = (tile + PADDING) * scale
+        for i, text in enumerate(row_labels):
+            y = PADDING * scale + i * row + tile * scale // 2
+            draw.text((margin - 6, y), text, fill="black", font=font, anchor="rm")
+        grid = canvas
+    grid.save(png)
+    pdf = png.with_suffix(".pdf")
+    grid.save(pdf, "PDF", resolution=72.0 * scale, creationDate=_EPOCH, modDate=_EPOCH)
+    return [png, pdf]
+
+
+@torch.no_grad()
+def writeup_figures(
+    run_dir: Path, folder: Path, *, images: int = 8, scale: int = 2, device: str = "cpu"
+) -> dict[str, list[Path]]:
+    """Reconstruction, interpolation and temperature grids of one run, in `folder`.
+
+    images: columns of every grid (reconstructions of `images` test images, interpolations in `images`
+    steps between min(4, images // 2) pairs, `images` samples per temperature); scale: enlargement.
+    Raises UserError when the checkpoint or the data cannot be read.
+    """
+    dev = resolve_device(device)  # type: ignore[arg-type]
+    model, _ = load_model(run_dir, dev)
+    x = first_test_images(run_dir, max(images, 2), dev)
+    n = len(x)
+    pairs = min(4, n // 2)
+    tile = x.shape[-1]
+    made = {
+        "reconstructions": (
+            reconstruction_grid(model, x[:n], folder / "reconstructions.png"),
+            ["input", "recon"],
+        ),
+        "interpolation": (
+            interpolation_grid(
+                model, x[: 2 * pairs].reshape(pairs, 2, *x.shape[1:]), n, folder / "interpolation.png"
+            ),
+            [],
+        ),
+        "temperature": (
+            temperature_grid(model, n, folder / "temperature.png", TEMPERATURES, seed=0),
+            [f"τ={t:g}" for t in TEMPERATURES],
+        ),
+    }
+    return {name: finish_grid(png, scale, labels, tile) for name, (png, labels) in made.items()}

@@ -1,0 +1,374 @@
+"""The report's tables: per-variant mean +- std over seeds, the ranking, and the effect of each axis.
+
+Numbers come from finished runs only (see `vaebench.report.load`). Each table exists twice: numeric
+(for CSV, and for tests to check against a hand computation) and formatted as strings (for Markdown,
+LaTeX and the console). A metric that was not computed for a run (evaluation not run) is NaN in the
+numeric table and "–" in the formatted one, never a crash.
+
+Axis effects, the table an ablation study exists for. For axis A with levels a0 (the reference: the
+first level in the experiment file) and a1, a2, ...: runs are paired when they share the level of
+every other axis *and the seed*, and the effect of a_k is the mean over pairs of
+metric(a_k) - metric(a0), with a Student-t 95% interval over the pairs (n - 1 degrees of freedom).
+So on a 2 x 2 grid with 3 seeds, the effect of one axis is a mean of 2 x 3 = 6 paired differences:
+it is averaged over the other axes' levels, and its interval includes how much the effect varies
+with them (their interaction) as well as seed noise. Pairing by seed (rather than averaging seeds per
+cell first) keeps every run and, since runs with the same seed see the same data order, cancels part
+of the seed noise. A pair with the metric missing on either side is left out, so n can differ by metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vaebench.experiments import flatten
+from vaebench.report.load import RunSet
+from vaebench.report.metrics import REPORT_METRICS, Metric, metric
+from vaebench.report.stats import mean_ci
+from vaebench.runfolder import atomic_write_text
+from vaebench.spec import RunSpec
+
+MISSING = "–"
+
+
+def _values(frame: pd.DataFrame, key: str) -> pd.Series:
+    """A metric column as floats (NaN where missing); an all-NaN column when no run has the metric."""
+    if key not in frame:
+        return pd.Series(math.nan, index=frame.index, dtype=float)
+    return pd.to_numeric(frame[key], errors="coerce").astype(float)
+
+
+def level_axes(rs: RunSet) -> list[str]:
+    """The axis columns shown beside the variant name (the axis "variant" is the name itself)."""
+    return [a for a in rs.axes if a != "variant"]
+
+
+# ----------------------------------------------------------------------------- numeric tables
+
+
+def variant_table(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
+    """One row per variant with a finished run: axis levels, n runs, and <metric>_mean/_std/_n.
+
+    std is the sample standard deviation over seeds (ddof = 1), NaN for a single seed.
+    """
+    finished = rs.finished
+    rows = []
+    for variant in rs.variants:
+        runs = finished[finished["variant"] == variant]
+        if runs.empty:
+            continue
+        row: dict[str, Any] = {"variant": variant}
+        row |= {axis: runs[axis].iloc[0] for axis in level_axes(rs)}
+        row["n"] = len(runs)
+        for m in metrics:
+            ci = mean_ci(_values(runs, m.key))
+            row |= {f"{m.key}_mean": ci.mean, f"{m.key}_std": ci.std, f"{m.key}_n": ci.n}
+        rows.append(row)
+    columns = ["variant", *level_axes(rs), "n"]
+    columns += [f"{m.key}_{s}" for m in metrics for s in ("mean", "std", "n")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def read_variant_table(path: Path) -> pd.DataFrame:
+    """variants.csv as `variant_table` wrote it: names and levels as strings, statistics as numbers."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in table.columns:
+        if column.endswith(("_mean", "_std", "_n")) or column in ("n", "rank"):
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+    if "rank" in table:
+        table["rank"] = table["rank"].astype("Int64")
+    return table
+
+
+def rank_variants(table: pd.DataFrame, by: str) -> pd.DataFrame:
+    """`table` sorted best first by the mean of metric `by` (missing last), with a 1-based `rank` column."""
+    m = metric(by)
+    column = f"{by}_mean"
+    if column not in table:
+        raise ValueError(f"no column {column!r} to rank by")
+    ranked = table.sort_values(
+        column, ascending=m.higher_is_better is not True, na_position="last", kind="stable"
+    )
+    ranked = ranked.reset_index(drop=True)
+    ranks = pd.Series(range(1, len(ranked) + 1), dtype="Int64")
+    ranked.insert(0, "rank", ranks.where(ranked[column].notna().to_numpy(), pd.NA))
+    return ranked
+
+
+def axis_effects(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
+    """Long table: axis, level, reference, metric, n_pairs, mean_diff, std_diff, ci_low, ci_high.
+
+    See the module docstring for the pairing. Axes with fewer than two finished levels are skipped.
+    """
+    finished = rs.finished
+    rows = []
+    for axis in rs.axes:
+        levels = [lv for lv in rs.levels.get(axis, []) if (finished[axis] == lv).any()]
+        if len(levels) < 2:
+            continue
+        others = [a for a in rs.axes if a != axis]
+        reference = levels[0]
+        for m in metrics:
+            frame = finished[[*others, "seed", axis]].assign(value=_values(finished, m.key))
+            cells = frame.pivot_table(index=[*others, "seed"], columns=axis, values="value", aggfunc="mean")
+            for level in levels[1:]:
+                if level in cells and reference in cells:
+                    diffs = (cells[level] - cells[reference]).dropna()
+                else:
+                    diffs = pd.Series(dtype=float)
+                ci = mean_ci(diffs)
+                rows.append(
+                    {
+                        "axis": axis,
+                        "level": level,
+                        "reference": reference,
+                        "metric": m.key,
+                        "n_pairs": ci.n,
+                        "mean_diff": ci.mean,
+                        "std_diff": ci.std,
+                        "ci_low": ci.low,
+                        "ci_high": ci.high,
+                    }
+                )
+    columns = [
+        "axis",
+        "level",
+        "reference",
+        "metric",
+        "n_pairs",
+        "mean_diff",
+        "std_diff",
+        "ci_low",
+        "ci_high",
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    order = {m.key: i for i, m in enumerate(metrics)}
+    key = table["metric"].map(order)
+    return table.assign(_k=key).sort_values(["axis", "level", "_k"], kind="stable").drop(columns="_k")
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or pd.isna(value):
+        return MISSING
+    return format(float(value), fmt)
+
+
+def mean_std_cell(mean: float, std: float, n: int, runs: int, fmt: str) -> str:
+    """ "3.8123 ± 0.0041"; the mean alone for one run; "(n=k)" when fewer runs than the row have it."""
+    if not n:
+        return MISSING
+    text = _fmt(mean, fmt)
+    if n > 1 and math.isfinite(std):
+        text += f" ± {_fmt(std, fmt)}"
+    if n != runs:
+        text += f" (n={n})"
+    return text
+
+
+def format_variant_table(table: pd.DataFrame, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
+    """Strings for people: one "mean ± std" column per metric, headed by the metric's label."""
+    keys = {m.key for m in metrics}
+    lead = [c for c in table.columns if not any(c.startswith(f"{k}_") for k in keys)]
+    out = pd.DataFrame({c: table[c].map(lambda v: MISSING if pd.isna(v) else str(v)) for c in lead})
+    for m in metrics:
+        out[m.label] = [
+            mean_std_cell(r[f"{m.key}_mean"], r[f"{m.key}_std"], int(r[f"{m.key}_n"]), int(r["n"]), m.fmt)
+            for _, r in table.iterrows()
+        ]
+    return out.reset_index(drop=True)
+
+
+def format_effects(effects: pd.DataFrame, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
+    """One row per (axis, level): "+0.0123 [-0.0040, +0.0286]" per metric; pairs of the first metric."""
+    rows = []
+    for (axis, level), group in effects.groupby(["axis", "level"], sort=False):
+        by_metric = {r["metric"]: r for _, r in group.iterrows()}
+        first = by_metric[metrics[0].key] if metrics[0].key in by_metric else group.iloc[0]
+        pairs = int(first["n_pairs"])
+        row = {"axis": axis, "effect of": f"{level} − {first['reference']}", "pairs": str(pairs)}
+        for m in metrics:
+            r = by_metric.get(m.key)
+            row[f"Δ {m.label}"] = MISSING if r is None else effect_cell(r, m.fmt, pairs)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def effect_cell(r: pd.Series, fmt: str, pairs: int) -> str:
+    if not r["n_pairs"]:
+        return MISSING
+    text = _fmt(r["mean_diff"], "+" + fmt)
+    if math.isfinite(r["ci_low"]):
+        text += f" [{_fmt(r['ci_low'], '+' + fmt)}, {_fmt(r['ci_high'], '+' + fmt)}]"
+    if int(r["n_pairs"]) != pairs:
+        text += f" (n={int(r['n_pairs'])})"
+    return text
+
+
+def attention_table(rs: RunSet) -> pd.DataFrame:
+    """Runs that are not finished, or finished with a note (not evaluated, unreadable eval file)."""
+    runs = rs.runs
+    flagged = runs[(runs["status"] != "finished") | (runs["reason"].fillna("") != "")]
+    return flagged[["label", "status", "reason"]].rename(columns={"label": "run"}).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- specs and environment
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)) or value is None:
+        return json.dumps(value)
+    return str(value)
+
+
+def _variant_specs(rs: RunSet) -> dict[str, dict[str, Any]]:
+    """Flattened resolved spec of each variant (from its first readable run), in variant order."""
+    specs: dict[str, dict[str, Any]] = {}
+    for variant in rs.variants:
+        rec = next((r for r in rs.records if r.variant == variant and r.spec is not None), None)
+        if rec is not None:
+            specs[variant] = flatten(rec.spec or {})
+    return specs
+
+
+def spec_difference_tables(rs: RunSet) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per variant: the spec keys whose values differ between variants; shared: keys the variants
+    agree on that differ from vaebench's defaults, with the default)."""
+    specs = _variant_specs(rs)
+    keys = list(dict.fromkeys(k for spec in specs.values() for k in spec))
+    differing = [k for k in keys if len({_show(s.get(k, MISSING)) for s in specs.values()}) > 1]
+    per_variant = pd.DataFrame(
+        [
+            {"variant": v, **{k: _show(s[k]) if k in s else MISSING for k in differing}}
+            for v, s in specs.items()
+        ],
+        columns=["variant", *differing],
+    )
+    defaults = flatten(RunSpec().model_dump(mode="json"))
+    shared = [
+        {"setting": k, "value": _show(first[k]), "default": _show(defaults[k]) if k in defaults else MISSING}
+        for first in list(specs.values())[:1]
+        for k in keys
+        if k not in differing and k in first and (k not in defaults or defaults[k] != first[k])
+    ]
+    return per_variant, pd.DataFrame(shared, columns=["setting", "value", "default"])
+
+
+def environment_table(rs: RunSet) -> pd.DataFrame:
+    """Per variant, the environments its runs recorded in env.json (distinct values joined)."""
+
+    def describe(env: dict[str, Any]) -> dict[str, str]:
+        commit = env.get("git_commit")
+        packages = env.get("packages") or {}
+        return {
+            "git commit": (commit[:10] + ("-dirty" if env.get("git_dirty") else "")) if commit else MISSING,
+            "vaebench": packages.get("vaebench") or MISSING,
+            "torch": packages.get("torch") or MISSING,
+            "python": env.get("python") or MISSING,
+            "device": f"{env.get('device')} ({env.get('device_name')})" if env.get("device") else MISSING,
+            "host": env.get("hostname") or MISSING,
+        }
+
+    rows = []
+    for variant in rs.variants:
+        envs = [describe(r.env) for r in rs.records if r.variant == variant and r.env]
+        if not envs:
+            continue
+        rows.append(
+            {"variant": variant, **{k: ", ".join(dict.fromkeys(e[k] for e in envs)) for k in envs[0]}}
+        )
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def is_numeric_text(text: str) -> bool:
+    return bool(text) and (text[0].isdigit() or text[0] in "+-") and text != MISSING
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of strings; columns of numbers are right-aligned."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = [cell(c) for c in table.columns]
+    align = []
+    for c in table.columns:
+        texts = [str(v) for v in table[c] if str(v) != MISSING]
+        align.append("---:" if texts and all(is_numeric_text(t) for t in texts) else ":---")
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "–": "--",
+    "−": "$-$",
+    "Δ": r"$\Delta$",
+    "≥": r"$\geq$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters; a minus sign before a number becomes $-$, not a hyphen."""
+    escaped = "".join(_LATEX.get(ch, ch) for ch in str(text))
+    return re.sub(r"(?<![\w.])-(?=\d)", "$-$", escaped)
+
+
+def latex_table(table: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table (\\toprule, \\midrule, \\bottomrule); needs \\usepackage{booktabs}."""
+    align = "".join(
+        "r" if all(is_numeric_text(str(v)) for v in table[c] if str(v) != MISSING) and len(table) else "l"
+        for c in table.columns
+    )
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        f"\\caption{{{latex_escape(caption)}}}",
+        f"\\label{{{label}}}",
+        f"\\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in table.columns) + r" \\",
+        r"\midrule",
+        *(" & ".join(latex_escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    folder: Path, stem: str, numeric: pd.DataFrame, formatted: pd.DataFrame, caption: str
+) -> dict[str, Path]:
+    """<stem>.csv (numbers, full precision), <stem>.md and <stem>.tex (formatted); returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {ext: folder / f"{stem}.{ext}" for ext in ("csv", "md", "tex")}
+    atomic_write_text(paths["csv"], numeric.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(paths["md"], markdown_table(formatted))
+    atomic_write_text(paths["tex"], latex_table(formatted, caption, f"tab:{stem}"))
+    return paths
