@@ -23,7 +23,7 @@ importance-weighted bound gives the same samples whatever its chunk size, and K=
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -40,20 +40,64 @@ _LOG_2PI = math.log(2 * math.pi)
 # ----------------------------------------------------------------------------- sampling helpers
 
 
-def _standard_normal_slabs(num: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+class RowBlockGenerators:
+    """Noise for stacked row blocks: rows[0] rows from generators[0], the next rows[1] from generators[1]...
+
+    Why: evaluation draws each batch's noise from a generator of its own, so its numbers do not depend
+    on how many batches there are. Passing one of these wherever a generator goes lets several batches
+    share one forward pass while every image gets exactly the noise it gets when its batch is evaluated
+    alone. `get_state`/`set_state` save and restore all the generators, like a torch.Generator's.
+    """
+
+    def __init__(self, generators: Sequence[torch.Generator], rows: Sequence[int]) -> None:
+        if len(generators) != len(rows) or not generators:
+            raise ValueError(f"need one row count per generator, got {len(generators)} and {len(rows)}")
+        self.generators, self.rows = list(generators), list(rows)
+        self.device = self.generators[0].device
+
+    def randn(self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """Standard normals of `shape` (sum(rows), ...), each block of rows from its own generator."""
+        if shape[0] != sum(self.rows):
+            raise ValueError(f"noise for {shape[0]} rows asked of generators for {sum(self.rows)} rows")
+        return torch.cat(
+            [
+                torch.randn((r, *shape[1:]), generator=g, device=g.device, dtype=dtype)
+                for g, r in zip(self.generators, self.rows, strict=True)
+            ]
+        )
+
+    def get_state(self) -> list[Tensor]:
+        return [g.get_state() for g in self.generators]
+
+    def set_state(self, states: list[Tensor]) -> None:
+        for g, state in zip(self.generators, states, strict=True):
+            g.set_state(state)
+
+
+Noise = torch.Generator | RowBlockGenerators | None
+
+
+def _standard_normal_slabs(num: int, like: Tensor, generator: Noise) -> Tensor:
     """(num, *like.shape) standard normals, drawn as `num` separate slabs of like's shape, in order.
 
     Why slabs: torch's CPU normal sampler fills large tensors in blocks of 16 values, so one draw of
     (K, B, L) is *not* the concatenation of draws of (k1, B, L) and (k2, B, L). Drawing each sample's
     slab by itself makes sample i the same whatever chunking surrounds it. The draws happen on the
     generator's device (so a CPU generator can drive a CUDA model, with the same numbers as on CPU)
-    and are then moved to like's device and dtype.
+    and are then moved to like's device and dtype; from the CPU to a GPU through pinned memory,
+    without waiting, so that the next draws overlap the GPU's work on these.
     """
-    device = generator.device if generator is not None else like.device
-    slabs = [
-        torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype) for _ in range(num)
-    ]
-    return torch.stack(slabs).to(like.device)
+    if isinstance(generator, RowBlockGenerators):
+        slabs = [generator.randn(like.shape, like.dtype) for _ in range(num)]
+    else:
+        device = generator.device if generator is not None else like.device
+        slabs = [
+            torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype) for _ in range(num)
+        ]
+    stacked = torch.stack(slabs)
+    if stacked.device.type == "cpu" and like.device.type == "cuda":
+        return stacked.pin_memory().to(like.device, non_blocking=True)
+    return stacked.to(like.device)
 
 
 def _log_px_given_z_samples(x: Tensor, z: Tensor, log_px_given_z: LogPxGivenZ) -> Tensor:
@@ -94,7 +138,7 @@ def elbo(
     x: Tensor,
     encode: Encode,
     log_px_given_z: LogPxGivenZ,
-    generator: torch.Generator | None = None,
+    generator: Noise = None,
     n_samples: int = 1,
 ) -> ElboTerms:
     """ELBO = E_q(z|x)[log p(x|z)] - KL(q(z|x) || N(0, I)), per image, in nats (Kingma & Welling 2014).
@@ -126,7 +170,7 @@ def iw_log_likelihood(
     log_px_given_z: LogPxGivenZ,
     num_samples: int,
     chunk_size: int,
-    generator: torch.Generator | None = None,
+    generator: Noise = None,
 ) -> Tensor:
     """Importance-weighted lower bound on log p(x), per image, in nats (Burda et al. 2015, eq. 8).
 

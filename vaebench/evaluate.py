@@ -32,6 +32,10 @@ Determinism: the noise of batch b is drawn from a CPU generator seeded from (eva
 numbers depend on (seed, batch_size) but not on K for bpd_elbo, nor on the device for the draws; the
 first K' samples of the IW bound with K > K' are the K' samples. Mutual information has its own
 stream, so it does not change with K either.
+
+Speed: on CUDA several batches go through the model together and the IW bound decodes many samples per
+call (`forward_images`, EVAL_FORWARD_IMAGES_CUDA images per call), each batch still with its own noise:
+the numbers are those of one batch at a time, up to float rounding.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from vaebench import data as datasets
 from vaebench.checkpoint import load_checkpoint
 from vaebench.errors import UserError
 from vaebench.estimators import (
+    RowBlockGenerators,
     active_units,
     elbo,
     iw_log_likelihood,
@@ -73,6 +78,7 @@ Likelihood = Literal["discretized", "continuous"]
 Checkpoint = Literal["best", "last"]
 
 IW_CHUNK_SAMPLES = 16  # IW samples decoded per call: the decoder sees 16 x batch_size images at once
+EVAL_FORWARD_IMAGES_CUDA = 4096  # images per encoder/decoder call on CUDA (10-15 GB of bf16 activations)
 COLLAPSE_THRESHOLD_NATS = 0.01  # a dim with mean KL below this is counted as collapsed
 _SAMPLE_STREAM, _MI_STREAM = 0, 1
 
@@ -115,6 +121,34 @@ def _image_batches(dataset: Dataset, num: int, batch_size: int) -> Iterator[Tens
         yield xb
 
 
+def _groups(batches: Iterator[Tensor], size: int) -> Iterator[tuple[int, list[Tensor]]]:
+    """Consecutive runs of `size` batches (the last may be shorter), with the index of each first batch."""
+    group: list[Tensor] = []
+    first = 0
+    for b, xb in enumerate(batches):
+        group.append(xb)
+        if len(group) == size:
+            yield first, group
+            group, first = [], b + 1
+    if group:
+        yield first, group
+
+
+def forward_plan(forward_images: int, batch_size: int, num_samples: int) -> tuple[int, int]:
+    """(batches per forward pass, IW samples per decoder call) for about `forward_images` images per call.
+
+    Batches are grouped only when one batch's K samples take less than a call (small K); the samples
+    are then split into equal chunks, so that the calls have few distinct shapes.
+
+    >>> forward_plan(4096, 64, 100), forward_plan(4096, 64, 1000), forward_plan(4096, 64, 1)
+    ((1, 50), (1, 63), (64, 1))
+    """
+    group = max(1, forward_images // (batch_size * num_samples))
+    largest = max(1, forward_images // (group * batch_size))
+    calls = math.ceil(num_samples / largest)
+    return group, math.ceil(num_samples / calls)
+
+
 @torch.no_grad()
 def evaluate_model(
     model: VAE,
@@ -126,6 +160,7 @@ def evaluate_model(
     *,
     autocast: torch.dtype | None = None,
     iw_chunk_size: int = IW_CHUNK_SAMPLES,
+    forward_images: int | None = None,
 ) -> EvalResult:
     """Evaluate `model` on the first eval_spec.max_images images of `dataset` (its eval_spec.split).
 
@@ -133,7 +168,10 @@ def evaluate_model(
     the encoder and decoder bodies if given; posteriors are used in fp32, likelihoods in fp32 (the
     decoder head is fp32), and everything summed over images or IW samples in float64. The IW bound
     decodes `iw_chunk_size` x batch_size images per call; its value does not depend on the chunk size.
-    `progress` gets start/update/finish calls, one update per batch.
+    `forward_images`, when given, overrides that: batches are grouped and chunks sized (`forward_plan`)
+    for about that many images per call, each batch keeping its own noise, so the numbers are those
+    of one batch at a time up to float rounding. `progress` gets start/update/finish calls, one update
+    per forward pass.
     """
     num = len(dataset) if eval_spec.max_images is None else min(len(dataset), eval_spec.max_images)
     if num < 2:
@@ -142,6 +180,9 @@ def evaluate_model(
             f"{eval_spec.split} split has {len(dataset)} and eval.max_images is {eval_spec.max_images}."
         )
     split, batch_size, K = eval_spec.split, eval_spec.batch_size, eval_spec.iw_samples
+    group, iw_chunk_size = (
+        (1, iw_chunk_size) if forward_images is None else forward_plan(forward_images, batch_size, K)
+    )
 
     def amp() -> AbstractContextManager[Any]:
         if autocast is None:
@@ -161,8 +202,9 @@ def evaluate_model(
     if progress is not None:
         progress.start(f"evaluate {split} (K={K})", num_batches, 0)
     try:
-        for b, xb in enumerate(_image_batches(dataset, num, batch_size)):
-            x = to_float(xb, device)  # (B, 3, H, W) in [0, 1]
+        for b, batches in _groups(_image_batches(dataset, num, batch_size), group):
+            # (G*B, 3, H, W) in [0, 1]: `group` batches in one forward pass, each with its own noise below
+            x = to_float(batches[0] if len(batches) == 1 else torch.cat(batches), device)
             with amp():
                 mu, logvar = model.encode(x)
             posterior = (mu.float(), logvar.float())  # (B, L) each; q is this fp32 Gaussian
@@ -170,10 +212,11 @@ def evaluate_model(
             def encode(_: Tensor, posterior: tuple[Tensor, Tensor] = posterior) -> tuple[Tensor, Tensor]:
                 return posterior  # encoded once per batch, shared by the ELBO and the IW bound
 
-            gen = _generator(eval_spec.seed, _SAMPLE_STREAM, b)
+            gens = [_generator(eval_spec.seed, _SAMPLE_STREAM, b + i) for i in range(len(batches))]
+            gen = gens[0] if len(gens) == 1 else RowBlockGenerators(gens, [len(xb) for xb in batches])
             start = gen.get_state()
             terms = elbo(x, encode, log_px_given_z, gen, n_samples=1)
-            gen.set_state(start)  # the IW bound's first sample is the ELBO's sample
+            gen.set_state(start)  # type: ignore[arg-type]  # the IW bound's first sample is the ELBO's sample
             log_iw = iw_log_likelihood(x, encode, log_px_given_z, K, iw_chunk_size, gen)  # (B,) float64
             with amp():
                 recon = model.decode(posterior[0])[0]  # (B, 3, H, W) mean at the posterior mean
@@ -189,7 +232,7 @@ def evaluate_model(
             mus.append(posterior[0].cpu())
             logvars.append(posterior[1].cpu())
             if progress is not None:
-                progress.update(b + 1, {})
+                progress.update(b + len(batches), {})
     finally:
         model.train(was_training)
         if progress is not None:
@@ -236,6 +279,7 @@ def evaluate_model(
         "iw_samples": K,
         "batch_size": batch_size,
         "iw_chunk_size": iw_chunk_size,
+        "batches_per_forward": group,
         "mi_batch_size": mi.batch_size,
         "mi_batch_size_requested": eval_spec.mi_batch_size,
         "mi_num_batches": mi.num_batches,
@@ -379,7 +423,10 @@ def evaluate_run(
     amp = autocast_dtype(spec, dev) if dev.type == "cuda" else None
 
     started = time.perf_counter()
-    result = evaluate_model(model, dataset, eval_spec, likelihood, dev, progress, autocast=amp)
+    forward_images = EVAL_FORWARD_IMAGES_CUDA if dev.type == "cuda" else None
+    result = evaluate_model(
+        model, dataset, eval_spec, likelihood, dev, progress, autocast=amp, forward_images=forward_images
+    )
     result.metrics[f"{eval_spec.split}/checkpoint_step"] = step
     result.settings |= {
         "checkpoint": checkpoint,
