@@ -207,7 +207,10 @@ class TrainSpec(Section):
     checkpoint_every: int = Field(500, ge=1, description="Steps between writes of checkpoints/last.pt.")
     skip_bad_batches: int = Field(0, ge=0, description="Non-finite batches skipped before the run stops.")
     compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="torch.compile the train step (CUDA only)."
+        "auto",
+        description="torch.compile the fast path's train step: auto on CUDA only (with CUDA graphs), on "
+        "also on CPU (takes the fast path there; inductor compiles for minutes), off never. A compile "
+        "failure falls back to eager with one warning.",
     )
 
     @model_validator(mode="after")

@@ -7,6 +7,10 @@ needs (metrics, checkpoints, figures, summary) is written to the run folder; W&B
 Resumption is exact: the batch order is a pure function of (seed, epoch), the checkpoint holds the
 model, optimizer, RNG states, the metric accumulators and the step, so a run stopped at any point
 and resumed ends with the same parameters (bit-identical on CPU) as one never stopped.
+
+On CUDA the step runs on the fast path (`vaebench.fastpath`): the same loop, but the batch, the loss,
+the finite check and the metric sums stay on the device and are read back only when a row is logged,
+the model is validated or a checkpoint is written.
 """
 
 from __future__ import annotations
@@ -237,10 +241,15 @@ def eval_batches(dataset: Dataset, batch_size: int, limit: int | None = None) ->
         )
 
 
+def flip_mask(batch_size: int, seed: int, step: int) -> Tensor:
+    """Which images of the step's batch are flipped: (B,) bool on the CPU, a pure function of (seed, step)."""
+    g = torch.Generator().manual_seed(seed * 7_919 + step)
+    return torch.rand(batch_size, generator=g) < 0.5
+
+
 def flip_batch(x: Tensor, seed: int, step: int) -> Tensor:
     """Random horizontal flips, a pure function of (seed, step) so resumption replays them."""
-    g = torch.Generator().manual_seed(seed * 7_919 + step)
-    flip = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
+    flip = flip_mask(len(x), seed, step).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
@@ -254,19 +263,28 @@ def to_float(x: Tensor, device: torch.device) -> Tensor:
 
 @torch.no_grad()
 def validate(
-    model: VAE, dataset: Dataset, spec: RunSpec, device: torch.device, perceptual: VGGPerceptual | None
+    model: VAE,
+    dataset: Dataset,
+    spec: RunSpec,
+    device: torch.device,
+    perceptual: VGGPerceptual | None,
+    batch_size: int | None = None,
 ) -> dict[str, float]:
     """Validation metrics at beta = loss.beta (the objective annealing leads to) and the beta = 1 ELBO.
 
     `val/loss` (what the best checkpoint minimises) = recon + loss.beta * KL (+ perceptual term);
     `val/bpd_elbo` is -ELBO at beta = 1 in bits/dim, comparable across variants whatever their beta.
+    The first train.val_batches * train.batch_size images are used (all when val_batches is null);
+    `batch_size` (default train.batch_size) is only how many go through the model at once.
     """
     model.eval()
     totals = {"recon": 0.0, "kl": 0.0, "perceptual": 0.0}
     count = 0
     dtype = autocast_dtype(spec, device)
-    for xb in eval_batches(dataset, spec.train.batch_size, spec.train.val_batches):
-        x = to_float(xb, device)
+    per_call = batch_size or spec.train.batch_size
+    limit = None if spec.train.val_batches is None else spec.train.val_batches * spec.train.batch_size
+    for xb in eval_batches(dataset, per_call, None if limit is None else math.ceil(limit / per_call)):
+        x = to_float(xb if limit is None else xb[: limit - count], device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(x)
         terms = compute_loss(out, x, spec.loss, spec.loss.beta, 0.0, perceptual)
@@ -290,10 +308,12 @@ def validate(
 # ----------------------------------------------------------------------------- the run
 
 
-def build_optimizer(model: VAE, spec: RunSpec, device: torch.device) -> torch.optim.Optimizer:
-    """Adam/AdamW; fused on CUDA (one kernel for all parameters), the plain loop on CPU."""
+def build_optimizer(
+    model: VAE, spec: RunSpec, device: torch.device, fused: bool | None = None
+) -> torch.optim.Optimizer:
+    """Adam/AdamW; fused (one kernel for all parameters) on CUDA or when asked, the plain loop otherwise."""
     cls = torch.optim.AdamW if spec.optim.name == "adamw" else torch.optim.Adam
-    extra = {"fused": True} if device.type == "cuda" else {}
+    extra = {"fused": True} if (device.type == "cuda" if fused is None else fused) else {}
     return cls(
         model.parameters(),
         lr=spec.optim.lr,
@@ -312,11 +332,14 @@ def train(
     force: bool = False,
     reporter: Reporter | None = None,
     stop_after: int | None = None,
+    fast_path: bool | None = None,
 ) -> RunResult:
     """Train (or resume, or skip when finished) one variant x seed in `run_dir`.
 
     stop_after: stop (with a checkpoint) after this many steps even if the run is longer;
     used to test resumption, harmless otherwise.
+    fast_path: None (default) takes the fast path (`vaebench.fastpath`) on CUDA and when
+    train.compile is "on"; True takes it on any device (the tests run it on CPU), False never.
     """
     reporter = reporter or SilentReporter()
     spec = variant.spec
@@ -343,9 +366,10 @@ def train(
     total = total_steps(spec.train, len(train_set))
     per_epoch = steps_per_epoch(len(train_set), spec.train.batch_size)
 
+    fast = fast_path if fast_path is not None else (dev.type == "cuda" or spec.train.compile == "on")
     torch.manual_seed(seed)
     model = build_model(spec.model, spec.data.image_size).to(dev)
-    optimizer = build_optimizer(model, spec, dev)
+    optimizer = build_optimizer(model, spec, dev, fused=fast or None)
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.checkpoints.mkdir(exist_ok=True)
     atomic_write_text(paths.spec, yaml.safe_dump(run_document(variant, seed), sort_keys=False))
@@ -373,7 +397,18 @@ def train(
 
     dtype = autocast_dtype(spec, dev)
     dims = 3 * spec.data.image_size**2
-    batches = train_batches(train_set, spec.train.batch_size, seed, state["step"], spec.data.num_workers)
+    fast_step, val_batch_size = None, None
+    if fast:
+        from vaebench.fastpath import DeviceBatches, FastTrainStep, validation_batch_size
+
+        device_batches = DeviceBatches(
+            train_set, spec.train.batch_size, seed, flip=spec.data.flip, device=dev,
+            start_step=state["step"], workers=spec.data.num_workers, say=reporter.message,
+        )  # fmt: skip
+        fast_step = FastTrainStep(model, optimizer, spec, dev, perceptual, state=state)
+        val_batch_size = validation_batch_size(spec, dev)
+    else:
+        batches = train_batches(train_set, spec.train.batch_size, seed, state["step"], spec.data.num_workers)
     reporter.start(f"{variant.name}/seed{seed}", total, state["step"])
     started = time.perf_counter()
 
@@ -396,41 +431,55 @@ def train(
         while state["step"] < total:
             step = state["step"]
             lr = lr_at(step, spec.optim, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             beta = spec.loss.beta * kl_weight(step, spec.anneal, total)
 
-            xb = next(batches)
-            if spec.data.flip:
-                xb = flip_batch(xb, seed, step)
-            x = to_float(xb, dev)
-            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                out = model(x)
-            terms = compute_loss(out, x, spec.loss, beta, spec.anneal.free_bits, perceptual)
-            optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip or math.inf)
-            acc = state["acc"]
-            if torch.isfinite(terms.loss) and torch.isfinite(grad_norm):
-                optimizer.step()
-                acc["n"] += 1
-                for key in ("loss", "recon", "kl", "perceptual"):
-                    acc[key] += float(getattr(terms, key).detach())
+            if fast_step is not None:
+                # forward, backward, clip, finite check, update and metric sums, all queued on the device
+                fast_step(*device_batches.next(), lr=lr, beta=beta)
             else:
-                state["skipped_batches"] += 1
-                if state["skipped_batches"] > spec.train.skip_bad_batches:
-                    raise NumericalFault(_fault_message(step, terms.loss, grad_norm, paths))
-                reporter.message(
-                    f"step {step}: non-finite loss or gradient, batch skipped "
-                    f"({state['skipped_batches']}/{spec.train.skip_bad_batches})"
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                xb = next(batches)
+                if spec.data.flip:
+                    xb = flip_batch(xb, seed, step)
+                x = to_float(xb, dev)
+                with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    out = model(x)
+                terms = compute_loss(out, x, spec.loss, beta, spec.anneal.free_bits, perceptual)
+                optimizer.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), spec.train.grad_clip or math.inf
                 )
+                acc = state["acc"]
+                if torch.isfinite(terms.loss) and torch.isfinite(grad_norm):
+                    optimizer.step()
+                    acc["n"] += 1
+                    for key in ("loss", "recon", "kl", "perceptual"):
+                        acc[key] += float(getattr(terms, key).detach())
+                else:
+                    state["skipped_batches"] += 1
+                    if state["skipped_batches"] > spec.train.skip_bad_batches:
+                        raise NumericalFault(_fault_message(step, float(terms.loss), float(grad_norm), paths))
+                    reporter.message(
+                        f"step {step}: non-finite loss or gradient, batch skipped "
+                        f"({state['skipped_batches']}/{spec.train.skip_bad_batches})"
+                    )
             # A skipped batch still counts as a step, so the data order stays a function of the step and
             # the step still logs, validates and checkpoints on schedule (the last step included).
             state["step"] = step = step + 1
 
             validate_now = step % spec.train.val_every == 0 or step == total
-            if validate_now or step % spec.train.log_every == 0:
+            log_now = validate_now or step % spec.train.log_every == 0
+            checkpoint_now = step % spec.train.checkpoint_every == 0 or step == total
+            stop_now = stop_after is not None and step >= stop_after and step < total
+            if fast_step is not None and (log_now or checkpoint_now or stop_now or interrupt.requested):
+                # The one read-back: metric sums into state["acc"], and a NumericalFault before any row or
+                # checkpoint that would come after a fault.
+                grad_norm = _settle_fast_step(fast_step, state, spec, reporter, paths)
+            if log_now:
                 now = time.perf_counter()
+                acc = state["acc"]
                 n = acc["n"] or math.nan  # nan (null in metrics.jsonl): every step since the last row skipped
                 row = {
                     "step": step,
@@ -447,7 +496,7 @@ def train(
                 if perceptual is not None:
                     row["train/perceptual"] = acc["perceptual"] / n
                 if validate_now:
-                    row.update(validate(model, val_set, spec, dev, perceptual))
+                    row.update(validate(model, val_set, spec, dev, perceptual, val_batch_size))
                     if row["val/loss"] < state["best_val"]:
                         state["best_val"] = row["val/loss"]
                         state["best_step"] = step
@@ -456,12 +505,14 @@ def train(
                 tracker.log(row, step)
                 reporter.update(step, row)
                 state["acc"] = _zero_acc()
+                if fast_step is not None:
+                    fast_step.reset_sums()
                 t_log = time.perf_counter()
             else:
                 reporter.update(step, {})
-            if step % spec.train.checkpoint_every == 0 or step == total:
+            if checkpoint_now:
                 checkpoint(paths.last)
-            if stop_after is not None and step >= stop_after and step < total:
+            if stop_now:
                 checkpoint(paths.last)
                 tracker.finish()
                 return RunResult(
@@ -548,9 +599,34 @@ def _last_checkpoint(paths: RunPaths) -> str:
     return f"{paths.last} (step {_ckpt_step(paths.last)})" if paths.last.exists() else "none yet"
 
 
-def _fault_message(step: int, loss: Tensor, grad_norm: Tensor, paths: RunPaths) -> str:
+def _settle_fast_step(
+    fast_step: Any, state: dict[str, Any], spec: RunSpec, reporter: Reporter, paths: RunPaths
+) -> float:
+    """Read the fast path's device counters into `state` (the loop's one host sync); the last grad norm.
+
+    Raises NumericalFault when more than train.skip_bad_batches steps were non-finite: the fast path has
+    skipped their updates on the device, and this read comes before the row and checkpoint of this step,
+    so no metrics row or checkpoint after the first step beyond the allowance is ever written.
+    """
+    counts = fast_step.read()
+    state["acc"] = counts.sums
+    state["skipped_batches"] = counts.skipped
+    if counts.fault_step is not None:
+        raise NumericalFault(
+            _fault_message(counts.fault_step, counts.fault_loss, counts.fault_grad_norm, paths)
+        )
+    if counts.new_skipped:
+        reporter.message(
+            f"step {counts.first_new_skipped}: non-finite loss or gradient, batch skipped "
+            f"({counts.skipped}/{spec.train.skip_bad_batches})"
+            + (f"; {counts.new_skipped} such batches since the last check" if counts.new_skipped > 1 else "")
+        )
+    return counts.grad_norm
+
+
+def _fault_message(step: int, loss: float, grad_norm: float, paths: RunPaths) -> str:
     return (
-        f"Non-finite training at step {step}: loss={float(loss.detach())}, grad norm={float(grad_norm)}. "
+        f"Non-finite training at step {step}: loss={loss}, grad norm={grad_norm}. "
         f"The run stopped; the last good checkpoint is {_last_checkpoint(paths)}, and metrics up to it "
         f"are in {paths.metrics}. "
         "Lower optim.lr, tighten train.grad_clip, or allow train.skip_bad_batches; rerunning resumes "

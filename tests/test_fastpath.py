@@ -1,0 +1,294 @@
+"""The fast path (vaebench.fastpath) run on CPU: the plain path's data and numbers, faults found late but
+never checkpointed, compile failures that cost only speed, and evaluation in large forward passes.
+
+On CUDA the same code adds bf16 autocast, inductor with CUDA graphs and a split resident in GPU memory;
+those parts need a GPU and are measured by benchmarks/gpu_check.sh, not here.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import vaebench.fastpath as fastpath
+from vaebench.checkpoint import load_checkpoint
+from vaebench.data import CachedImages, build_dataset
+from vaebench.evaluate import evaluate_model
+from vaebench.experiments import Variant, load_experiment, select
+from vaebench.fastpath import CompileWarning, DeviceBatches, FastTrainStep, compile_enabled
+from vaebench.runfolder import read_metrics
+from vaebench.spec import RunSpec
+from vaebench.train import NumericalFault, build_optimizer, flip_batch, train, train_batches
+from vaebench.vae import build_model
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+# The quickstart shrunk to 16x16 images and a one-level model: 12 steps of 8 images, 8 steps per epoch.
+TINY: dict[str, Any] = {
+    "data.image_size": 16,
+    "data.train_size": 64,
+    "data.val_size": 16,
+    "data.test_size": 16,
+    "data.flip": True,
+    "model.stem_channels": 4,
+    "model.channels": [8],
+    "model.latent_dim": 4,
+    "train.steps": 12,
+    "train.batch_size": 8,
+    "train.log_every": 2,
+    "train.val_every": 4,
+    "train.checkpoint_every": 4,
+    "train.val_batches": 1,
+    "eval.at_end": False,
+    "tracking.mode": "disabled",
+}
+CPU = torch.device("cpu")
+
+
+def tiny_variant(**overrides: Any) -> Variant:
+    extra = {k.replace("__", "."): v for k, v in overrides.items()}
+    return select(load_experiment(QUICKSTART, {**TINY, **extra}), ["isotropic"])[0]
+
+
+def last(run_dir: Path) -> dict[str, Any]:
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")
+
+
+def fault_on_calls(monkeypatch: pytest.MonkeyPatch, calls: set[int]) -> list[int]:
+    """Make the loss of the fast path's given training calls (1-based) NaN; returns the running call count."""
+    real = fastpath.compute_loss
+    count = [0]
+
+    def wrapped(out, x, *args):  # type: ignore[no-untyped-def]
+        terms = real(out, x, *args)
+        count[0] += 1
+        return terms._replace(loss=terms.loss * math.nan) if count[0] in calls else terms
+
+    monkeypatch.setattr(fastpath, "compute_loss", wrapped)
+    return count
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny spec trained on the plain path and on the fast path (eager, on CPU)."""
+    root = tmp_path_factory.mktemp("fastpath")
+    for name, fast in (("plain", False), ("fast", True)):
+        assert train(tiny_variant(), 0, root / name, device="cpu", fast_path=fast).status == "finished"
+    return {"plain": root / "plain", "fast": root / "fast"}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize("source", ["in-memory", "memory-mapped cache"])
+def test_device_batches_give_the_plain_order_and_flips_across_an_epoch_boundary(
+    source: str, tmp_path: Path
+) -> None:
+    dataset = build_dataset(tiny_variant().spec.data, "train")  # 64 images: 8 steps per epoch of 8
+    if source == "memory-mapped cache":
+        np.save(tmp_path / "train.npy", dataset.images.numpy())
+        dataset = CachedImages(tmp_path / "train.npy")
+    batches = DeviceBatches(dataset, 8, seed=3, flip=True, device=CPU, start_step=5)
+    assert batches.where == ("device" if source == "in-memory" else "host")
+    plain = train_batches(dataset, 8, 3, 5, 0)
+    for step in range(5, 5 + 12):  # steps 5-7 of epoch 0, all of epoch 1, step 16 of epoch 2
+        x, flip = batches.next()
+        assert flip is not None and flip.shape == (8,) and flip.dtype == torch.bool
+        got = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        assert torch.equal(got, flip_batch(next(plain), 3, step)), f"step {step}"
+
+
+def test_without_flips_the_batches_come_with_no_mask() -> None:
+    dataset = build_dataset(tiny_variant().spec.data, "train")
+    x, flip = DeviceBatches(dataset, 8, seed=0, flip=False, device=CPU).next()
+    assert flip is None and torch.equal(x, next(train_batches(dataset, 8, 0, 0, 0)))
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def test_the_fast_path_trains_to_the_plain_paths_numbers(runs: dict[str, Path]) -> None:
+    plain, fast = (read_metrics(runs[k] / "metrics.jsonl") for k in ("plain", "fast"))
+    assert [r["step"] for r in fast] == [r["step"] for r in plain] == [2, 4, 6, 8, 10, 12]
+    for p, f in zip(plain, fast, strict=True):  # channels_last convs and fused Adam round differently
+        for key in ("train/loss", "train/recon", "train/kl", "train/grad_norm", "val/loss"):
+            if key in p:
+                assert f[key] == pytest.approx(p[key], rel=1e-5), (p["step"], key)
+    got, want = last(runs["fast"]), last(runs["plain"])
+    assert got["loop"]["skipped_batches"] == want["loop"]["skipped_batches"] == 0
+    for name, value in want["model"].items():
+        assert torch.allclose(got["model"][name].float(), value.float(), atol=1e-5), name
+    # The fast run's checkpoint (channels_last, a tensor lr) loads into a plain model and optimizer.
+    model = build_model(tiny_variant().spec.model, 16)
+    model.load_state_dict(got["model"])
+    build_optimizer(model, tiny_variant().spec, CPU).load_state_dict(got["optimizer"])
+
+
+def test_a_compiled_step_gives_the_eager_steps_numbers() -> None:
+    """torch.compile's code path with the "eager" backend (inductor on CPU compiles for ~30 s)."""
+    spec = tiny_variant().spec
+    dataset = build_dataset(spec.data, "train")
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = build_model(spec.model, 16)
+        optimizer = build_optimizer(model, spec, CPU, fused=True)
+        step = FastTrainStep(model, optimizer, spec, CPU, compile=compiled, backend="eager")
+        batches = DeviceBatches(dataset, 8, seed=0, flip=True, device=CPU)
+        for _ in range(3):
+            step(*batches.next(), lr=1e-3, beta=0.5)
+        assert step.compiled is compiled
+        losses[compiled] = (step.read().sums, [p.detach().clone() for p in model.parameters()])
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-6)
+    for a, b in zip(losses[True][1], losses[False][1], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_non_finite_step_leaves_parameters_and_adam_state_untouched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = tiny_variant().spec
+    torch.manual_seed(0)
+    model = build_model(spec.model, 16)
+    optimizer = build_optimizer(model, spec, CPU, fused=True)
+    step = FastTrainStep(model, optimizer, spec, CPU)
+    batches = DeviceBatches(build_dataset(spec.data, "train"), 8, seed=0, flip=True, device=CPU)
+    step(*batches.next(), lr=1e-3, beta=1.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    moments = [optimizer.state[p]["exp_avg"].clone() for p in model.parameters()]
+    fault_on_calls(monkeypatch, {1})
+    step(*batches.next(), lr=1e-3, beta=1.0)  # step 1: NaN loss, so NaN gradients
+    for p, b, m in zip(model.parameters(), before, moments, strict=True):
+        assert torch.equal(p, b) and torch.equal(optimizer.state[p]["exp_avg"], m)
+        assert float(optimizer.state[p]["step"]) == 1.0  # the skipped update did not count either
+    counts = step.read()
+    assert (counts.skipped, counts.new_skipped, counts.first_new_skipped) == (1, 1, 1)
+    assert counts.fault_step == 1 and math.isnan(counts.fault_loss)  # skip_bad_batches is 0
+    assert counts.sums["n"] == 1  # only step 0 is in the metric sums
+    assert step.read().new_skipped == 0  # a read starts a new window
+
+
+def test_a_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_compile(fn: Any, **kwargs: Any) -> Any:
+        def compiled(*args: Any) -> Any:
+            raise RuntimeError("InductorError: no working C++ compiler\nmore details")
+
+        return compiled
+
+    spec = tiny_variant().spec
+    dataset = build_dataset(spec.data, "train")
+    sums = {}
+    for name in ("eager", "broken"):
+        if name == "broken":
+            monkeypatch.setattr(torch, "compile", broken_compile)
+        torch.manual_seed(0)
+        model = build_model(spec.model, 16)
+        step = FastTrainStep(model, build_optimizer(model, spec, CPU, fused=True), spec, CPU,
+                             compile=name == "broken")  # fmt: skip
+        batches = DeviceBatches(dataset, 8, seed=0, flip=True, device=CPU)
+        with pytest.warns(CompileWarning) if name == "broken" else nullcontext([]) as record:
+            for _ in range(3):
+                step(*batches.next(), lr=1e-3, beta=0.5)
+        if name == "broken":
+            assert len(record) == 1 and "no working C++ compiler" in str(record[0].message)
+            assert "more details" not in str(record[0].message) and not step.compiled
+        sums[name] = step.read().sums
+    assert sums["broken"] == sums["eager"]  # the failed attempt changed nothing
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "expected"),
+    [("auto", "cpu", False), ("auto", "cuda", True), ("on", "cpu", True), ("off", "cuda", False)],
+)
+def test_train_compile_switch(setting: str, device: str, expected: bool) -> None:
+    spec = RunSpec.model_validate({"train": {"steps": 1, "compile": setting}})
+    assert compile_enabled(spec, torch.device(device)) is expected
+
+
+# ----------------------------------------------------------------------------- faults in a run
+
+
+def test_a_fault_is_found_at_the_next_read_and_no_checkpoint_comes_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fault_on_calls(monkeypatch, {6})  # step 5 (0-based); the next read is after step 7
+    variant = tiny_variant(train__log_every=4)
+    run = tmp_path / "run"
+    with pytest.raises(NumericalFault) as err:
+        train(variant, 0, run, device="cpu", fast_path=True)
+    assert calls[0] == 8  # steps 5, 6 and 7 ran before the counters were read
+    assert "at step 5: loss=nan" in str(err.value)
+    assert f"{run / 'checkpoints' / 'last.pt'} (step 4)" in str(err.value)
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [4]  # no row for step 8
+    for name in ("last", "best"):
+        ckpt = load_checkpoint(run / "checkpoints" / f"{name}.pt")
+        assert ckpt["loop"]["step"] == 4
+        assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+    # Rerunning resumes from step 4 and, on CPU, ends bit-identical to a fast run that never faulted.
+    monkeypatch.undo()
+    reference = tmp_path / "reference"
+    assert train(variant, 0, reference, device="cpu", fast_path=True).status == "finished"
+    assert train(variant, 0, run, device="cpu", fast_path=True).status == "finished"
+    for name, value in last(reference)["model"].items():
+        assert torch.equal(last(run)["model"][name], value), name
+
+
+def test_skip_bad_batches_on_the_fast_path_reports_skips_at_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fault_on_calls(monkeypatch, {4, 12})  # steps 3 and 11, the last one
+    messages: list[str] = []
+
+    class Recorder:
+        def start(self, *args: Any) -> None: ...
+        def update(self, *args: Any) -> None: ...
+        def finish(self) -> None: ...
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    run = tmp_path / "run"
+    variant = tiny_variant(train__skip_bad_batches=2)
+    result = train(variant, 0, run, device="cpu", fast_path=True, reporter=Recorder())  # type: ignore[arg-type]
+    assert result.status == "finished"
+    assert [m for m in messages if "skipped" in m] == [
+        "step 3: non-finite loss or gradient, batch skipped (1/2)",
+        "step 11: non-finite loss or gradient, batch skipped (2/2)",
+    ]
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    assert last(run)["loop"]["skipped_batches"] == 2
+    assert all(torch.isfinite(t).all() for t in last(run)["model"].values())
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_evaluation_in_large_forward_passes_equals_one_batch_at_a_time() -> None:
+    spec = RunSpec.model_validate(
+        {
+            "data": {"kind": "synthetic", "image_size": 16, "test_size": 44},
+            "model": {"stem_channels": 4, "channels": [8], "latent_dim": 4},
+        }
+    )
+    torch.manual_seed(0)
+    model = build_model(spec.model, 16)
+    dataset = build_dataset(spec.data, "test")
+    for k in (2, 40):
+        eval_spec = spec.eval.model_copy(update={"iw_samples": k, "batch_size": 8, "mi_batch_size": 16})
+        small = evaluate_model(model, dataset, eval_spec, "discretized", CPU)
+        large = evaluate_model(model, dataset, eval_spec, "discretized", CPU, forward_images=64)
+        # K=2: 4 batches of 8 (the last of 4 images) per forward pass; K=40: chunks of 8 samples.
+        # Same noise per image: what differs is float rounding in convolutions over other batch sizes
+        # (Monte Carlo differences would be ~1e-3; the MI estimate amplifies 1-ulp changes of mu to ~3e-7).
+        assert (large.settings["batches_per_forward"], large.settings["iw_chunk_size"]) == (
+            (4, 2) if k == 2 else (1, 8)
+        )
+        for key in ("bpd_elbo", "bpd_iw", "recon_bpd", "kl", "recon_mse", "mutual_info", "active_units"):
+            assert large.metrics[f"test/{key}"] == pytest.approx(small.metrics[f"test/{key}"], rel=1e-6)
+        assert torch.allclose(large.per_image["iw"], small.per_image["iw"], rtol=1e-6)
+        assert large.metrics["test/num_images"] == 44

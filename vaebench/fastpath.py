@@ -1,0 +1,395 @@
+"""The trainer's fast path (CUDA by default): the uint8 split on the device, a compiled step, no host sync.
+
+Why: at batch 16-32 the reference model's arithmetic takes about a millisecond on an H100, while an
+eager step launches about a thousand kernels and the plain loop reads the loss back every step (a host
+sync that drains the GPU's queue). Launches, the host and data loading bound it, not the GPU. Here:
+
+- `DeviceBatches`: the train split as uint8 in device memory (2.0 GB for CelebA-64), each batch gathered
+  there by index. The order and the flips are the plain path's (`epoch_order` and `flip_mask`, pure
+  functions of (seed, step)), made on the CPU once per epoch and copied over in one go.
+- `FastTrainStep`: flips, uint8 -> float in [0, 1], channels_last, bf16 autocast (train.precision), the
+  loss and its backward (compiled by torch.compile, with CUDA graphs on CUDA), gradient clipping and a
+  fused Adam whose learning rate is a device tensor. Nothing is read back: the metric sums and the
+  finite check accumulate in a device tensor that the trainer reads (`read`) only when it logs,
+  validates or checkpoints.
+
+Differences from the plain path in vaebench.train, all deliberate:
+- Non-finite steps. The update of a step whose loss or gradient norm is not finite is skipped on the
+  device (fused Adam's `found_inf`, the mechanism AMP's GradScaler uses) and counted. The trainer learns
+  of it at its next read, so the run stops there rather than at the step itself. The message names the
+  first step beyond train.skip_bad_batches, as the plain path's does. The steps in between did run, but
+  no metrics row or checkpoint comes after the fault, so no checkpoint holds a state past it. "batch
+  skipped" messages also come at the read.
+- train.compile: "auto" compiles on CUDA only. If torch.compile fails in the first steps (a missing
+  compiler, an unsupported op, CUDA-graph capture), training goes on in eager mode with one
+  `CompileWarning`: the same numbers, slower.
+- On CUDA a compiled step draws its random numbers with inductor's generator, and some CUDA kernels are
+  not deterministic, so a resumed CUDA run continues the same run statistically, not bit for bit. On CPU
+  (eager) the fast path resumes bit-identically, like the plain path.
+- Validation on CUDA pushes FAST_VALIDATION_BATCH images through the model at once (the same images).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from vaebench.losses import compute_loss
+from vaebench.perceptual import VGGPerceptual
+from vaebench.schedules import steps_per_epoch
+from vaebench.spec import RunSpec
+from vaebench.train import autocast_dtype, epoch_order, flip_mask, train_batches
+from vaebench.vae import VAE
+
+DEVICE_MEMORY_FRACTION = 0.5  # the split stays on the device if it takes at most this share of free memory
+FAST_VALIDATION_BATCH = 256  # images per validation forward pass on CUDA
+COMPILE_TRIAL_STEPS = 3  # compilation, CUDA-graph warm-up and recording all happen within the first steps
+_COPY_CHUNK = 8192  # images per host-to-device copy while loading a memory-mapped split
+
+Say = Callable[[str], None]
+
+
+class CompileWarning(UserWarning):
+    """torch.compile of the train step failed; training goes on in eager mode (same numbers, slower)."""
+
+
+def compile_enabled(spec: RunSpec, device: torch.device) -> bool:
+    """train.compile: "on" everywhere, "auto" on CUDA only (inductor on a CPU compiles for minutes)."""
+    return spec.train.compile == "on" or (spec.train.compile == "auto" and device.type == "cuda")
+
+
+def validation_batch_size(spec: RunSpec, device: torch.device) -> int | None:
+    """Images per validation forward pass on the fast path: large on CUDA, the plain path's elsewhere."""
+    return max(spec.train.batch_size, FAST_VALIDATION_BATCH) if device.type == "cuda" else None
+
+
+# ----------------------------------------------------------------------------- data on the device
+
+
+def resident_images(
+    dataset: Dataset, device: torch.device, memory_fraction: float, say: Say
+) -> Tensor | None:
+    """The whole split as a uint8 (N, 3, H, W) tensor on `device`, or None to gather batches on the host.
+
+    In-memory splits (`.images`, a tensor) and prepared caches (`.array`, a memory map, copied once in
+    chunks) are moved when they take at most `memory_fraction` of the device's free memory. JPEG
+    datasets are not: decoding a whole split first would take minutes; `vaebench data prepare` does it
+    once for all runs. On the CPU an in-memory split is used where it is, and a memory map is read per batch.
+    """
+    images = getattr(dataset, "images", None)
+    array = getattr(dataset, "array", None)
+    if not isinstance(images, Tensor) and not isinstance(array, np.ndarray):
+        if device.type != "cpu":
+            say(
+                "The train split is decoded from JPEGs on the host every epoch; run `vaebench data prepare` "
+                f"to keep it on {device} instead (much faster)."
+            )
+        return None
+    if device.type == "cpu":
+        return images if isinstance(images, Tensor) else None
+    shape = tuple(images.shape) if isinstance(images, Tensor) else tuple(array.shape)  # type: ignore[union-attr]
+    size = math.prod(shape)  # bytes: one per uint8 value
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else math.inf
+    if size > memory_fraction * free:
+        say(
+            f"The train split ({size / 1e9:.2f} GB) takes more than {memory_fraction:.0%} of the free memory "
+            f"of {device} ({free / 1e9:.2f} GB): its batches are gathered on the host and copied every step "
+            "(slower)."
+        )
+        return None
+    if isinstance(images, Tensor):
+        return images.to(device)
+    out = torch.empty(shape, dtype=torch.uint8, device=device)
+    for start in range(0, shape[0], _COPY_CHUNK):
+        chunk = np.array(array[start : start + _COPY_CHUNK])  # type: ignore[index]  # read from the memory map
+        out[start : start + len(chunk)].copy_(torch.from_numpy(chunk))
+    return out
+
+
+class DeviceBatches:
+    """The train split's uint8 batches (B, 3, H, W) and flip masks (B,) on `device`, in the plain order.
+
+    Step s (epoch, i = divmod(s, steps per epoch)) gets the images epoch_order(N, seed, epoch)[i*B:(i+1)*B]
+    and flips those where flip_mask(B, seed, s) is true, exactly as `train_batches` and `flip_batch` do;
+    `next()` returns step `start_step`'s batch, then the next step's, and so on. The epoch's order and
+    flips are made on the CPU and copied to the device once per epoch.
+
+    `where` says where a batch is gathered: "device" (the split is resident, `resident_images`),
+    "host" (a prepared cache's memory map, then copied) or "decoded" (JPEGs by a DataLoader, then copied).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        *,
+        flip: bool,
+        device: torch.device,
+        start_step: int = 0,
+        workers: int = 0,
+        say: Say = print,
+        memory_fraction: float = DEVICE_MEMORY_FRACTION,
+    ) -> None:
+        self.n = len(dataset)  # type: ignore[arg-type]
+        self.batch_size, self.seed, self.flip = batch_size, seed, flip
+        self.device = torch.device(device)
+        self.per_epoch = steps_per_epoch(self.n, batch_size)
+        self.step = start_step
+        self.images = resident_images(dataset, self.device, memory_fraction, say)
+        array = getattr(dataset, "array", None)
+        self._array: np.ndarray | None = None
+        self._loader: Iterator[Tensor] | None = None
+        if self.images is not None:
+            self.where = "device"
+        elif isinstance(array, np.ndarray):
+            self._array, self.where = array, "host"
+        else:
+            self._loader = train_batches(dataset, batch_size, seed, start_step, workers)
+            self.where = "decoded"
+        self._epoch: int | None = None
+        self._order = torch.empty(0, dtype=torch.long)  # (steps per epoch, B), on the device when resident
+        self._flips: Tensor | None = None  # (steps per epoch, B) bool on the device; None without flips
+
+    def next(self) -> tuple[Tensor, Tensor | None]:
+        """This step's uint8 batch (B, 3, H, W) and flip mask (B,) (None without data.flip), on the device."""
+        epoch, i = divmod(self.step, self.per_epoch)
+        if epoch != self._epoch:
+            self._start_epoch(epoch)
+        if self.images is not None:
+            x = self.images.index_select(0, self._order[i])  # gathered on the device: no copy, no sync
+        elif self._array is not None:
+            x = _to_device(torch.from_numpy(self._array[self._order[i].numpy()]), self.device)
+        else:
+            assert self._loader is not None
+            x = _to_device(next(self._loader), self.device)
+        self.step += 1
+        return x, None if self._flips is None else self._flips[i]
+
+    def _start_epoch(self, epoch: int) -> None:
+        steps = self.per_epoch
+        order = epoch_order(self.n, self.seed, epoch)[: steps * self.batch_size].view(steps, self.batch_size)
+        self._order = order.to(self.device) if self.images is not None else order
+        if self.flip:
+            first = epoch * steps
+            masks = torch.stack([flip_mask(self.batch_size, self.seed, first + i) for i in range(steps)])
+            self._flips = masks.to(self.device)
+        self._epoch = epoch
+
+
+def _to_device(x: Tensor, device: torch.device) -> Tensor:
+    """A host batch to the device; through pinned memory on CUDA, so that the copy does not block the host."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+class StepCounts(NamedTuple):
+    """What the device counted since the last read (and in total), as Python numbers."""
+
+    sums: dict[str, float]  # n (finite steps), loss, recon, kl, perceptual: the plain path's state["acc"]
+    skipped: int  # non-finite steps so far in the run (their updates skipped)
+    new_skipped: int  # of which since the last read
+    first_new_skipped: int | None  # the first of those (0-based step index)
+    fault_step: int | None  # the first step beyond train.skip_bad_batches, if any
+    fault_loss: float  # its loss (nats per image) and gradient norm
+    fault_grad_norm: float
+    grad_norm: float  # of the last step
+
+
+# Slots of the float64 counter vector on the device.
+_N, _LOSS, _RECON, _KL, _PERCEPTUAL, _SKIPPED, _NEW_SKIPPED, _FIRST_NEW = range(8)
+_FAULT_STEP, _FAULT_LOSS, _FAULT_GRAD_NORM, _GRAD_NORM, _STEP = range(8, 13)
+_SUMS = ("n", "loss", "recon", "kl", "perceptual")
+
+
+class FastTrainStep:
+    """One optimizer step queued on the device, with nothing read back (see the module docstring).
+
+    `step(x_uint8, flip, lr=..., beta=...)` (or calling the object) does what one iteration of the plain
+    loop does: flips, float conversion, forward under autocast, the loss, backward, clipping to
+    train.grad_clip, and the Adam update unless the loss or gradient norm is non-finite. The model is
+    converted to channels_last (in place: the optimizer keeps its parameters) and the optimizer, which
+    must be fused (`build_optimizer(..., fused=True)`), gets its learning rate as a device tensor.
+
+    compile: None follows train.compile (`compile_enabled`). backend: torch.compile's backend; on CUDA
+    inductor runs in "reduce-overhead" mode (CUDA graphs). `state` (the trainer's loop state) seeds the
+    counters when resuming.
+    """
+
+    def __init__(
+        self,
+        model: VAE,
+        optimizer: torch.optim.Optimizer,
+        spec: RunSpec,
+        device: torch.device,
+        perceptual: VGGPerceptual | None = None,
+        *,
+        compile: bool | None = None,
+        backend: str = "inductor",
+        state: dict | None = None,
+    ) -> None:
+        if not optimizer.defaults.get("fused"):
+            raise ValueError(
+                "FastTrainStep needs a fused optimizer (build_optimizer(model, spec, device, fused=True)): "
+                "it skips non-finite steps on the device through the fused kernel's found_inf"
+            )
+        self.model, self.optimizer, self.device = model, optimizer, torch.device(device)
+        self.loss_spec, self.free_bits, self.perceptual = spec.loss, spec.anneal.free_bits, perceptual
+        self.max_norm = spec.train.grad_clip or math.inf
+        self.allowed = spec.train.skip_bad_batches
+        self.autocast = autocast_dtype(spec, self.device)
+        model.to(memory_format=torch.channels_last)
+        _match_parameter_layout(optimizer)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self._lrs = []
+        for group in optimizer.param_groups:  # a device tensor, so that setting it launches no sync
+            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=self.device)
+            self._lrs.append(group["lr"])
+        self.beta = torch.zeros((), device=self.device)
+        self.counts = torch.zeros(_STEP + 1, dtype=torch.float64)
+        if state is not None:
+            self.counts[: len(_SUMS)] = torch.tensor(
+                [float(state["acc"][k]) for k in _SUMS], dtype=torch.float64
+            )
+            self.counts[_SKIPPED] = state["skipped_batches"]
+            self.counts[_STEP] = state["step"]
+        self.counts[[_FIRST_NEW, _FAULT_STEP]] = -1.0
+        self.counts[[_FAULT_LOSS, _FAULT_GRAD_NORM, _GRAD_NORM]] = math.nan
+        self.counts = self.counts.to(self.device)
+
+        self._compiled: Callable[..., tuple[Tensor, Tensor]] | None = None
+        self._compiled_calls = 0
+        self._cuda_graphs = False
+        if compile_enabled(spec, self.device) if compile is None else compile:
+            if backend == "inductor" and self.device.type == "cuda":
+                self._cuda_graphs = True
+                self._compiled = torch.compile(self._loss, backend=backend, mode="reduce-overhead")
+            else:
+                self._compiled = torch.compile(self._loss, backend=backend)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the step (still) runs compiled: False without compile, or after a fallback to eager."""
+        return self._compiled is not None
+
+    def __call__(self, x_uint8: Tensor, flip: Tensor | None, *, lr: float, beta: float) -> None:
+        self.step(x_uint8, flip, lr=lr, beta=beta)
+
+    def step(self, x_uint8: Tensor, flip: Tensor | None, *, lr: float, beta: float) -> None:
+        """One training step on a uint8 batch (B, 3, H, W) already on the device; flip: (B,) bool or None."""
+        for lr_tensor in self._lrs:
+            lr_tensor.fill_(lr)
+        self.beta.fill_(beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        stats, grad_norm = self._forward_backward(x_uint8, flip)
+        ok = torch.isfinite(stats[0]) & torch.isfinite(grad_norm)  # () bool, stays on the device
+        self.optimizer.found_inf = (~ok).float()  # type: ignore[attr-defined]  # 1.0: the update is skipped
+        self.optimizer.step()
+        self._count(stats, grad_norm, ok)
+
+    def read(self) -> StepCounts:
+        """The counters as Python numbers: the one host sync of the fast path. Starts a new "since" window."""
+        c = self.counts.tolist()
+        self.counts[_NEW_SKIPPED] = 0.0
+        self.counts[_FIRST_NEW] = -1.0
+        fault = c[_FAULT_STEP] >= 0
+        return StepCounts(
+            sums={k: c[i] for i, k in enumerate(_SUMS)} | {"n": int(c[_N])},
+            skipped=int(c[_SKIPPED]),
+            new_skipped=int(c[_NEW_SKIPPED]),
+            first_new_skipped=int(c[_FIRST_NEW]) if c[_FIRST_NEW] >= 0 else None,
+            fault_step=int(c[_FAULT_STEP]) if fault else None,
+            fault_loss=c[_FAULT_LOSS],
+            fault_grad_norm=c[_FAULT_GRAD_NORM],
+            grad_norm=c[_GRAD_NORM],
+        )
+
+    def reset_sums(self) -> None:
+        """Zero the metric sums (after the trainer wrote a metrics row); the skip counts go on."""
+        self.counts[: len(_SUMS)] = 0.0
+
+    # ------------------------------------------------------------------------- internals
+
+    def _loss(self, x_uint8: Tensor, flip: Tensor | None, beta: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss and its detached terms (loss, recon, kl, perceptual) (4,): what torch.compile compiles."""
+        if flip is not None:
+            x_uint8 = torch.where(flip[:, None, None, None], x_uint8.flip(-1), x_uint8)
+        x = x_uint8.float().div(255.0).contiguous(memory_format=torch.channels_last)  # (B, 3, H, W) in [0, 1]
+        with torch.autocast(
+            self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
+        ):
+            out = self.model(x)
+        terms = compute_loss(out, x, self.loss_spec, beta, self.free_bits, self.perceptual)  # type: ignore[arg-type]
+        stats = torch.stack([t.float() for t in (terms.loss, terms.recon, terms.kl, terms.perceptual)])
+        return terms.loss, stats.detach()
+
+    def _forward_backward(self, x_uint8: Tensor, flip: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Loss terms (4,) and the gradient norm (before clipping); compiled unless compiling failed."""
+        if self._compiled is not None:
+            try:
+                if self._cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                loss, stats = self._compiled(x_uint8, flip, self.beta)
+                loss.backward()
+                self._compiled_calls += 1
+                return stats, self._clip()
+            except Exception as error:
+                if self._compiled_calls >= COMPILE_TRIAL_STEPS:
+                    raise  # it compiled and ran before: this is not a compiler problem
+                self._fall_back(error)
+        loss, stats = self._loss(x_uint8, flip, self.beta)
+        loss.backward()
+        return stats, self._clip()
+
+    def _clip(self) -> Tensor:
+        return torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)  # () total norm before clipping
+
+    def _fall_back(self, error: Exception) -> None:
+        self._compiled = None
+        self._cuda_graphs = False
+        self.optimizer.zero_grad(set_to_none=True)
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        warnings.warn(
+            f"torch.compile of the train step failed ({type(error).__name__}: {first_line}); training goes "
+            "on without compiling (the same numbers, slower). Set train.compile: off to skip the attempt.",
+            CompileWarning,
+            stacklevel=4,
+        )
+
+    def _count(self, stats: Tensor, grad_norm: Tensor, ok: Tensor) -> None:
+        """Add this step to the device counters: about ten tiny kernels, no sync."""
+        c = self.counts
+        okd = ok.double()
+        c[: len(_SUMS)] += torch.cat([okd.view(1), torch.where(ok, stats.double(), 0.0)])
+        c[_SKIPPED : _NEW_SKIPPED + 1] += 1.0 - okd  # in total and since the last read
+        c[_FIRST_NEW] = torch.where(ok | (c[_FIRST_NEW] >= 0), c[_FIRST_NEW], c[_STEP])
+        fault = (c[_SKIPPED] > self.allowed) & (c[_FAULT_STEP] < 0)
+        at_fault = torch.stack([c[_STEP], stats[0].double(), grad_norm.double()])
+        c[_FAULT_STEP:_GRAD_NORM] = torch.where(fault, at_fault, c[_FAULT_STEP:_GRAD_NORM])
+        c[_GRAD_NORM] = grad_norm
+        c[_STEP] += 1.0
+
+
+def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every optimizer state tensor its parameter's strides (channels_last, or a checkpoint's layout).
+
+    Fused and foreach kernels walk a parameter and its moments as flat arrays, so the two must lay their
+    elements out in the same order; a checkpoint written by the plain path holds contiguous moments.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in list(state.items()):
+                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
