@@ -15,6 +15,7 @@ from rich.table import Table
 
 from vaebench.errors import UserError
 from vaebench.experiments import Variant, load_experiment, parse_overrides, select
+from vaebench.sweepfile import RUNS_DIR_ENV, sweep_run_suffix
 
 app = typer.Typer(
     help="Controlled, experiment-tracked VAE ablations on CelebA 64x64.",
@@ -141,6 +142,54 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
+class ExecutorChoice(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
+ParallelOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Runs at once, each a `vaebench run` subprocess with its own log: one per --devices entry "
+        "(GPU), or CPU workers. Default: 1, in this process; with --executor slurm, jobs queued at once.",
+    ),
+]
+DevicesOption = Annotated[
+    str | None,
+    typer.Option(
+        help="GPUs to spread the runs over, e.g. 0,1,2,3 (each run sees one through CUDA_VISIBLE_DEVICES; "
+        "repeat an index for two runs per GPU), or cpu. Default: every GPU torch sees.",
+    ),
+]
+ExecutorOption = Annotated[
+    ExecutorChoice, typer.Option(help="local: subprocesses here; slurm: one SLURM job per run (submitit).")
+]
+SlurmPartitionOption = Annotated[
+    str | None, typer.Option(help="--executor slurm: partition (default: the spec's slurm.partition).")
+]
+SlurmTimeOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="--executor slurm: time limit of each job, minutes (slurm.time_min)."),
+]
+SlurmGpusOption = Annotated[
+    int | None, typer.Option(min=0, help="--executor slurm: GPUs of each job (slurm.gpus_per_job).")
+]
+SlurmAccountOption = Annotated[
+    str | None, typer.Option(help="--executor slurm: account to charge (slurm.account).")
+]
+SlurmClusterOption = Annotated[
+    str,
+    typer.Option(help="--executor slurm: submitit's cluster; `local` tries the job path on this machine."),
+]
+
+
+def slurm_flags(partition: str | None, time_min: int | None, gpus: int | None, account: str | None) -> dict:
+    """The --slurm-* flags that were given, as SlurmSpec fields (they override the spec's)."""
+    given = {"partition": partition, "time_min": time_min, "gpus_per_job": gpus, "account": account}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 @app.command("run", context_settings=EXTRA_ARGS)
 def run(
     ctx: typer.Context,
@@ -150,7 +199,7 @@ def run(
     seed: Annotated[
         list[int] | None, typer.Option(help="Only this seed (repeatable); default: the spec's.")
     ] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.", envvar=RUNS_DIR_ENV)] = Path("runs"),
     device: Annotated[
         DeviceChoice, typer.Option(help="auto: CUDA when available, else CPU.")
     ] = DeviceChoice.auto,
@@ -158,21 +207,67 @@ def run(
         bool, typer.Option(help="Retrain finished runs (the old folder is kept as *.replaced-*).")
     ] = False,
     quiet: Annotated[
-        bool, typer.Option(help="Plain log lines instead of progress bars (CI, SLURM).")
+        bool,
+        typer.Option(help="Plain log lines instead of progress bars (CI, SLURM).", envvar="VAEBENCH_QUIET"),
     ] = False,
+    suffix: Annotated[
+        str | None,
+        typer.Option(
+            help="Name variants <variant>+SUFFIX (folders runs/<experiment>/<variant>+SUFFIX/seed<k>). "
+            "Default in a sweep: the sweep run's name (vaebench sweep), <sweep id>-<run id> (wandb agent).",
+        ),
+    ] = None,
+    parallel: ParallelOption = None,
+    devices: DevicesOption = None,
+    executor: ExecutorOption = ExecutorChoice.local,
+    slurm_partition: SlurmPartitionOption = None,
+    slurm_time: SlurmTimeOption = None,
+    slurm_gpus_per_job: SlurmGpusOption = None,
+    slurm_account: SlurmAccountOption = None,
+    slurm_cluster: SlurmClusterOption = "slurm",
 ) -> None:
     """Train every variant x seed of an experiment; rerunning resumes unfinished runs, skips finished ones."""
     from vaebench.progress import PlainProgress, RichProgress
-    from vaebench.runner import plan_runs, preflight, run_queue
+    from vaebench.runner import plan_runs, preflight, run_parallel, run_queue
 
+    in_sweep = sweep_run_suffix()
     with user_errors():
         variants = select(load_experiment(spec, collect_overrides(set_, ctx.args)), variant or [])
-        plan = plan_runs(variants, runs_dir, seed or [])
+        plan = plan_runs(variants, runs_dir, seed or [], suffix or in_sweep)
+        if in_sweep and not suffix and len(plan) != 1:
+            raise UserError(
+                f"This is run {in_sweep} of a sweep, which is one run, but {spec} gives {len(plan)} "
+                "(variants x seeds): select one in the sweep's command with --variant NAME --seed K, or "
+                "set a single seed with the seeds parameter (seeds: {values: [[0], [1]]})."
+            )
         preflight(plan)
-        progress = PlainProgress(console) if quiet else RichProgress(console)
-        with progress:
-            progress.queue(len(plan))
-            results = run_queue(plan, device=device.value, force=force, reporter=progress)
+        if executor == ExecutorChoice.local and (parallel or 1) == 1 and devices is None:
+            progress = PlainProgress(console) if quiet else RichProgress(console)
+            with progress:
+                progress.queue(len(plan))
+                results = run_queue(plan, device=device.value, force=force, reporter=progress)
+        else:
+            from vaebench.spec import SlurmSpec
+            from vaebench.workers import Board, make_executor, python_vaebench
+
+            flags = slurm_flags(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_account)
+            pool, slots = make_executor(
+                executor.value,
+                parallel=parallel,
+                devices=devices,
+                folder=runs_dir / "submitit",
+                slurm=SlurmSpec(**flags),
+                cluster=slurm_cluster,
+                default_jobs=len(plan),
+            )
+            worker = [*python_vaebench(), "run", str(spec), "--runs-dir", str(runs_dir), "--quiet"]
+            worker += ["--device", device.value, *(["--force"] if force else [])]
+            worker += [*(["--suffix", suffix or in_sweep] if suffix or in_sweep else [])]
+            worker += [arg for item in set_ or [] for arg in ("--set", item)] + list(ctx.args)
+            with Board(console, len(plan), plain=quiet) as board:
+                results = run_parallel(
+                    plan, worker, force=force, executor=pool, slots=slots, board=board, slurm_overrides=flags
+                )
     console.print(results_table(results))
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
@@ -193,9 +288,95 @@ def results_table(results: list) -> Table:
             f"[{colours.get(r.status, '')}]{r.status}[/]",
             f"{val:.4f}" if isinstance(val, float) else "-",
             f"{test:.4f}" if isinstance(test, float) else "-",
-            f"{r.wall_s:.0f} s" if r.status == "finished" else (r.error or "")[:60],
+            f"{r.wall_s:.0f} s" if r.status == "finished" else (r.error or "")[:300],
         )
     return table
+
+
+@app.command("sweep")
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="W&B sweep file, e.g. sweeps/beta.yaml.")],
+    count: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Runs of the sweep in all, earlier invocations included (grid: all points)."
+        ),
+    ] = None,
+    set_: SetOption = None,
+    parallel: ParallelOption = None,
+    devices: DevicesOption = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="The sweep's state folder (default: sweeps-state/<sweep name>).")
+    ] = None,
+    runs_dir: Annotated[
+        Path | None, typer.Option(help="Where run folders go (default: <state-dir>/runs).")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Run failed runs again, with the same parameters.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="Plain lines instead of a live table (CI, SLURM).")] = False,
+    executor: ExecutorOption = ExecutorChoice.local,
+    slurm_partition: SlurmPartitionOption = None,
+    slurm_time: SlurmTimeOption = None,
+    slurm_gpus_per_job: SlurmGpusOption = None,
+    slurm_account: SlurmAccountOption = None,
+    slurm_cluster: SlurmClusterOption = "slurm",
+) -> None:
+    """Run a W&B sweep file locally with W&B's sweep engine, no server needed; rerunning continues it.
+
+    Each run is the sweep's `command` with the macros expanded as `wandb agent` does; its folder is
+    <runs-dir>/<experiment>/<variant>+<sweep>-<NNN>/seed<k>, and state.json in the state folder
+    records every run's parameters, status and metric.
+    """
+    from vaebench.spec import SlurmSpec
+    from vaebench.sweep import MAX_INITIAL_FAILURES, LocalSweep, sweep_table
+    from vaebench.workers import Board, make_executor
+
+    with user_errors():
+        controller = LocalSweep(
+            sweep_file,
+            sets=parse_overrides(set_ or []),
+            count=count,
+            state_dir=state_dir,
+            runs_dir=runs_dir,
+            retry_failed=retry_failed,
+        )
+        pool, slots = make_executor(
+            executor.value,
+            parallel=parallel,
+            devices=devices,
+            folder=controller.state_dir / "submitit",
+            slurm=SlurmSpec(**slurm_flags(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_account)),
+            cluster=slurm_cluster,
+            default_jobs=4,
+        )
+        state = controller.state
+        limit = "" if controller.limit == float("inf") else f" of {controller.limit}"
+        console.print(
+            f"sweep {state.name}: {len(state.runs)}{limit} runs so far; state in {state.path}",
+            highlight=False,
+        )
+        try:
+            with Board(console, None, plain=quiet) as board:
+                controller.run(pool, slots, board)
+        except KeyboardInterrupt:
+            console.print(sweep_table(state))
+            err_console.print(
+                "interrupted: the running runs checkpointed; rerun the same command to continue."
+            )
+            raise typer.Exit(130) from None
+    console.print(sweep_table(state))
+    if not controller.started:
+        why = "every grid point has run" if controller.exhausted else f"it has {len(state.runs)}{limit} runs"
+        console.print(f"no new run: {why}.", highlight=False)
+    if controller.gave_up:
+        err_console.print(
+            f"[bold red]error:[/] the first {MAX_INITIAL_FAILURES} runs failed, so no new run was started; "
+            "see the logs named in the table.",
+            highlight=False,
+        )
+    if any(r.status == "failed" for r in state.runs):
+        raise typer.Exit(1)
 
 
 class SplitChoice(str, Enum):

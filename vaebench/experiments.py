@@ -68,8 +68,11 @@ def parse_value(text: str) -> Any:
     """Parse a command-line value as a YAML literal, with the numbers YAML 1.1 gets wrong fixed.
 
     PyYAML reads `1e-05` and `1e5` as strings (YAML 1.1 wants a dot and a signed exponent), but a
-    user (or a W&B agent, which prints floats that way) means a float.
+    user (or a W&B agent, which prints floats that way) means a float. A W&B agent also writes values
+    with Python's str(), so `None` (its null) is read as null; True/False are YAML booleans already.
     """
+    if text.strip() == "None":
+        return None
     try:
         value = yaml_load(text)
     except yaml.YAMLError:

@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from vaebench.errors import UserError
 from vaebench.experiments import Variant
-from vaebench.runfolder import run_dir
-from vaebench.train import Device, Reporter, RunResult, train
+from vaebench.runfolder import RunPaths, read_json, run_dir
+from vaebench.train import Device, Reporter, RunResult, check_same_training_spec, train
+from vaebench.workers import Board, Executor, Job, Outcome, error_line, run_pool
 
 
 @dataclass(frozen=True)
 class PlannedRun:
-    variant: Variant
+    variant: Variant  # its name carries the suffix, if any: it names the folder and the W&B run
     seed: int
     run_dir: Path
+    source_variant: str = ""  # the variant's name in the experiment file (what --variant selects)
 
 
-def plan_runs(variants: Sequence[Variant], runs_dir: Path, seeds: Sequence[int] = ()) -> list[PlannedRun]:
-    """Every variant x seed: the variant's own seeds, or `seeds` when given (--seed)."""
-    return [
-        PlannedRun(v, seed, run_dir(runs_dir, v.experiment, v.name, seed))
-        for v in variants
-        for seed in (seeds or v.spec.seeds)
-    ]
+def plan_runs(
+    variants: Sequence[Variant], runs_dir: Path, seeds: Sequence[int] = (), suffix: str | None = None
+) -> list[PlannedRun]:
+    """Every variant x seed: the variant's own seeds, or `seeds` when given (--seed).
+
+    suffix: one sweep run's name; each variant becomes `<variant>+<suffix>`, so that sweep runs of the
+    same variant with other parameters get folders of their own (runs/<experiment>/<variant>+<suffix>/).
+    """
+    if suffix is not None and not re.fullmatch(r"[\w.=-]+", suffix):
+        raise UserError(f"Run name suffix {suffix!r}: use letters, digits and . = - _ only.")
+    planned = []
+    for v in variants:
+        named = replace(v, name=f"{v.name}+{suffix}") if suffix else v
+        for seed in seeds or v.spec.seeds:
+            planned.append(PlannedRun(named, seed, run_dir(runs_dir, v.experiment, named.name, seed), v.name))
+    return planned
 
 
 def preflight(plan: Sequence[PlannedRun]) -> None:
@@ -66,3 +79,62 @@ def run_queue(
         if run_done is not None:
             run_done()
     return results
+
+
+def run_parallel(
+    plan: Sequence[PlannedRun],
+    worker_args: Sequence[str],
+    *,
+    force: bool,
+    executor: Executor,
+    slots: Sequence[str | None],
+    board: Board,
+    slurm_overrides: Mapping[str, Any] | None = None,
+) -> list[RunResult]:
+    """Train the planned runs as `vaebench run` subprocesses, len(slots) at a time (see vaebench.workers).
+
+    worker_args: the command line of one run without its selection, i.e. `vaebench run SPEC` plus the
+    options and overrides every run shares; `--variant V --seed S` is added per run. Finished runs are
+    skipped here (after the same spec check the trainer does); a failed run is reported with the
+    `error:` line of its log, `<run folder>.log`, and the others go on. SLURM jobs get each variant's
+    `slurm` section with `slurm_overrides` (the --slurm-* flags) on top.
+    """
+    results: dict[Path, RunResult] = {}
+    jobs: list[Job] = []
+    for item in plan:
+        paths = RunPaths(item.run_dir)
+        if paths.done.exists() and not force:
+            try:
+                check_same_training_spec(paths, item.variant.spec)
+            except UserError as err:
+                results[item.run_dir] = RunResult(item.run_dir, "failed", error=str(err))
+                continue
+            summary = read_json(paths.summary) if paths.summary.exists() else {}
+            results[item.run_dir] = RunResult(item.run_dir, "skipped", summary)
+            continue
+        argv = [*worker_args, "--variant", item.source_variant or item.variant.name, "--seed", str(item.seed)]
+        log = item.run_dir.with_name(f"{item.run_dir.name}.log")
+        slurm = item.variant.spec.slurm.model_copy(update=dict(slurm_overrides or {}))
+        jobs.append(Job(str(item.run_dir), argv, log, slurm=slurm))
+    for result in results.values():
+        board.ended(str(result.run_dir), result.status, result.error or "already finished")
+
+    def on_done(outcome: Outcome) -> tuple[str, str]:
+        run_dir = Path(outcome.job.name)
+        paths = RunPaths(run_dir)
+        summary = read_json(paths.summary) if paths.summary.exists() else {}
+        if outcome.returncode == 0 and paths.done.exists():
+            results[run_dir] = RunResult(run_dir, "finished", summary, wall_s=outcome.wall_s)
+            return "finished", ""
+        if outcome.stopped is not None:
+            error = f"{outcome.stopped}; rerun to resume (log: {outcome.job.log})"
+            results[run_dir] = RunResult(run_dir, "stopped", summary, error=error, wall_s=outcome.wall_s)
+            return "stopped", error
+        why = error_line(outcome.job.log) or f"exit status {outcome.returncode}"
+        error = f"{why} (log: {outcome.job.log})"
+        results[run_dir] = RunResult(run_dir, "failed", summary, error=error, wall_s=outcome.wall_s)
+        return "failed", why
+
+    queue = iter(jobs)
+    run_pool(lambda: next(queue, None), executor, slots, on_done, board)
+    return [results[item.run_dir] for item in plan if item.run_dir in results]

@@ -246,6 +246,20 @@ class TrackingSpec(Section):
     tags: list[str] = Field(default_factory=list)
 
 
+class SlurmSpec(Section):
+    """Resources of the SLURM job of each run, for `vaebench run --executor slurm` (flags override these).
+
+    Not part of what a run trains: changing them never blocks resuming a run folder.
+    """
+
+    partition: str | None = Field(None, description="SLURM partition (null: the cluster's default).")
+    account: str | None = Field(None, description="SLURM account to charge (null: the user's default).")
+    time_min: int = Field(1440, ge=1, description="Time limit of each job, in minutes.")
+    gpus_per_job: int = Field(1, ge=0, description="GPUs of each job (one run uses one).")
+    cpus_per_job: int = Field(8, ge=1, description="CPU cores of each job (data loading workers).")
+    mem_gb: int | None = Field(None, ge=1, description="Memory of each job in GB (null: the default).")
+
+
 class RunSpec(Section):
     """Everything one training run needs, apart from its seed."""
 
@@ -257,4 +271,5 @@ class RunSpec(Section):
     train: TrainSpec = Field(default_factory=lambda: TrainSpec(steps=10_000))
     eval: EvalSpec = Field(default_factory=EvalSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
     seeds: list[int] = Field([0], min_length=1, description="One run per seed.")

@@ -104,6 +104,19 @@ def resolve_mode(spec_mode: str, env: Mapping[str, str] | None = None) -> Mode:
     return _WANDB_MODE_ALIASES[requested]
 
 
+def sweep_agent_run_id(env: Mapping[str, str] | None = None) -> str | None:
+    """The run id a `wandb agent` gave this process (WANDB_RUN_ID, with WANDB_SWEEP_ID set), else None.
+
+    In a sweep, wandb.init ignores the id it is given and adopts WANDB_RUN_ID, the run the sweep
+    server is waiting for; storing that id (not one of ours) keeps run_dir/wandb_id true. Outside a
+    sweep WANDB_RUN_ID is left to wandb: a queue of runs must not all share one id.
+    """
+    env = os.environ if env is None else env
+    if env.get("WANDB_SWEEP_ID") and env.get("WANDB_RUN_ID"):
+        return env["WANDB_RUN_ID"].strip() or None
+    return None
+
+
 def _new_run_id() -> str:
     """An id in W&B's own format (8 lowercase letters and digits)."""
     alphabet = string.ascii_lowercase + string.digits
@@ -165,7 +178,8 @@ class Tracker:
     ) -> Tracker:
         """Start (or resume) the W&B run of the run folder `run_dir`.
 
-        The run id is `resume_id` if given, else the one stored in run_dir/wandb_id, else new; it is
+        The run id is `resume_id` if given, else the run a W&B sweep agent started this process for
+        (`sweep_agent_run_id`), else the one stored in run_dir/wandb_id, else new; it is
         stored in run_dir/wandb_id before W&B starts, so a crash at any point resumes the same W&B run.
         `config` is the nested resolved spec; `tags` are added to `tracking.tags`.
         W&B failures never raise (see the module docstring); an invalid WANDB_MODE is a UserError,
@@ -177,7 +191,8 @@ class Tracker:
             return self
 
         id_file = self.run_dir / "wandb_id"
-        run_id = resume_id or (id_file.read_text().strip() if id_file.is_file() else "") or _new_run_id()
+        stored = id_file.read_text().strip() if id_file.is_file() else ""
+        run_id = resume_id or sweep_agent_run_id() or stored or _new_run_id()
         atomic_write_text(id_file, run_id + "\n")
 
         failures: list[str] = []

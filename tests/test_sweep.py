@@ -1,0 +1,481 @@
+"""Sweeps: the local controller (grid, random, bayes, hyperband), resuming it, failures, parallel runs,
+SLURM through submitit's local executor, and the command line a W&B agent builds from sweeps/*.yaml.
+
+The controller's logic runs on `sweep_fake_run.py`, a stand-in for `vaebench run` with known metrics;
+the agent's command line and `vaebench run --parallel` run the real trainer on tiny runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import vaebench.sweep as sweep_module
+from vaebench.checkpoint import load_checkpoint
+from vaebench.cli import app
+from vaebench.sweepfile import agent_command, load_sweep, localize, plain
+from vaebench.tracking import Tracker
+
+# The controller needs W&B's sweep engine, an optional extra (README, Sweeps); the rest does not.
+engine = pytest.mark.skipif(importlib.util.find_spec("sweeps") is None, reason="pip install sweeps (README)")
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = Path(__file__).resolve().parent / "sweep_fake_run.py"
+QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
+# The tiny real run of test_train.py (16x16 images, one level, 12 steps), as --set options.
+TINY = {
+    "data.image_size": 16,
+    "data.train_size": 64,
+    "data.val_size": 16,
+    "data.test_size": 16,
+    "model.stem_channels": 4,
+    "model.channels": "[8]",
+    "model.latent_dim": 4,
+    "train.steps": 12,
+    "train.batch_size": 8,
+    "train.log_every": 4,
+    "train.val_every": 4,
+    "train.checkpoint_every": 4,
+    "train.val_batches": 1,
+    "eval.at_end": "false",
+    "tracking.mode": "disabled",
+}
+TINY_SETS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
+runner = CliRunner()
+
+
+def cli(*args: str | Path) -> Any:
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "300"})
+
+
+def fake_sweep(tmp_path: Path, method: str, parameters: dict, **extra: Any) -> Path:
+    """A sweep file whose command runs the fake run through ${interpreter} ${program} ${args}."""
+    config = {
+        "name": "fake",
+        "method": method,
+        "metric": {"name": "val/loss", "goal": "minimize"},
+        "parameters": parameters,
+        "program": str(FAKE),
+        "command": ["${env}", "${interpreter}", "${program}", "${args}"],
+        **extra,
+    }
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def state(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "state" / "state.json").read_text())
+
+
+def sweep(tmp_path: Path, path: Path, *args: str) -> Any:
+    return cli("sweep", path, "--state-dir", tmp_path / "state", *args)
+
+
+def summary(run: dict) -> dict:
+    return json.loads((Path(run["run_dirs"][0]) / "summary.json").read_text())
+
+
+# ----------------------------------------------------------------------------- the local controller
+
+
+@engine
+def test_grid_sweep_runs_each_point_once_and_a_rerun_starts_no_new_run(tmp_path: Path) -> None:
+    path = fake_sweep(tmp_path, "grid", {"x": {"values": [1, 2, 3]}, "y": {"values": ["a", "b"]}})
+    result = sweep(tmp_path, path)
+    assert result.exit_code == 0, result.output
+    runs = state(tmp_path)["runs"]
+    points = sorted((r["params"]["x"], r["params"]["y"]) for r in runs)
+    assert points == [(x, y) for x in (1, 2, 3) for y in ("a", "b")]
+    assert [r["name"] for r in runs] == [f"fake-{i:03d}" for i in range(1, 7)]
+    for r in runs:  # read back from each run's own folder: metric (x - 2)^2
+        assert r["status"] == "finished" and r["metric"] == (r["params"]["x"] - 2) ** 2
+        assert r["run_dirs"] == [str(tmp_path / "state" / "runs" / "fake" / f"base+{r['name']}" / "seed0")]
+        assert summary(r)["params"] == {"x": r["params"]["x"], "y": r["params"]["y"]}
+    assert "(best)" in result.output and "fake-003" in result.output  # x = 2 first comes third
+
+    again = sweep(tmp_path, path)
+    assert again.exit_code == 0 and "no new run: every grid point has run" in again.output
+    assert len(state(tmp_path)["runs"]) == 6
+
+
+@engine
+def test_random_sweep_stops_at_count_in_all_and_draws_the_same_values_again(tmp_path: Path) -> None:
+    path = fake_sweep(tmp_path, "random", {"x": {"distribution": "uniform", "min": 0.0, "max": 4.0}})
+    assert sweep(tmp_path, path, "--count", "2").exit_code == 0
+    assert sweep(tmp_path, path, "--count", "2").exit_code == 0  # nothing new
+    assert len(state(tmp_path)["runs"]) == 2
+    assert sweep(tmp_path, path, "--count", "3").exit_code == 0  # one more
+    xs = [r["params"]["x"] for r in state(tmp_path)["runs"]]
+    assert len(xs) == 3 and len(set(xs)) == 3 and all(type(x) is float and 0 <= x <= 4 for x in xs)
+
+    other = cli("sweep", path, "--state-dir", tmp_path / "other", "--count", "3")
+    assert other.exit_code == 0
+    again = [r["params"]["x"] for r in json.loads((tmp_path / "other" / "state.json").read_text())["runs"]]
+    assert again == xs  # draws are seeded by the sweep's name and the run's index
+
+
+@engine
+def test_random_and_bayes_sweeps_need_a_count(tmp_path: Path) -> None:
+    path = fake_sweep(tmp_path, "bayes", {"x": {"min": 0.0, "max": 4.0}})
+    result = sweep(tmp_path, path)
+    assert result.exit_code == 1 and "give --count N" in result.output
+
+
+@engine
+def test_bayes_sweep_learns_from_the_metrics_read_back_from_run_folders(tmp_path: Path) -> None:
+    path = fake_sweep(tmp_path, "bayes", {"x": {"distribution": "uniform", "min": 0.0, "max": 10.0}})
+    result = sweep(tmp_path, path, "--count", "6")
+    assert result.exit_code == 0, result.output
+    runs = state(tmp_path)["runs"]
+    assert [r["status"] for r in runs] == ["finished"] * 6
+    for r in runs:
+        assert type(r["params"]["x"]) is float  # numpy scalars made plain before they reach the state
+        assert r["metric"] == pytest.approx((r["params"]["x"] - 2) ** 2)
+    # The first proposal is a draw over [0, 10]; once metrics come back the GP moves towards x = 2.
+    best = min(abs(r["params"]["x"] - 2) for r in runs[3:])
+    assert best < abs(runs[0]["params"]["x"] - 2) and best < 1.5
+
+
+@engine
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    path = fake_sweep(tmp_path, "grid", {"x": {"values": [1, 99, 3]}})
+    result = sweep(tmp_path, path)
+    assert result.exit_code == 1  # like `vaebench run`: failures make the command fail, after the rest
+    runs = state(tmp_path)["runs"]
+    assert [(r["params"]["x"], r["status"]) for r in runs] == [
+        (1, "finished"),
+        (99, "failed"),
+        (3, "finished"),
+    ]
+    failed = runs[1]
+    assert failed["returncode"] == 3 and failed["metric"] is None
+    assert failed["error"].startswith("error: x = 99.0 is out of range")
+    assert Path(failed["log"]).read_text().startswith("error: x = 99.0")
+
+    retried = sweep(tmp_path, path, "--retry-failed")  # same parameters, same name: still failing
+    assert retried.exit_code == 1 and len(state(tmp_path)["runs"]) == 3
+
+
+@engine
+def test_a_sweep_whose_first_runs_all_fail_starts_no_more(tmp_path: Path) -> None:
+    path = fake_sweep(tmp_path, "grid", {"x": {"values": [99, 100, 101, 102, 1]}})
+    result = sweep(tmp_path, path)
+    assert result.exit_code == 1 and "the first 3 runs failed" in result.output
+    assert [r["status"] for r in state(tmp_path)["runs"]] == ["failed"] * 3
+
+
+@engine
+def test_interrupted_sweep_resumes_its_run_where_it_stopped_then_continues(tmp_path: Path) -> None:
+    """Ctrl-C on the controller: the running run stops (SIGINT) and is marked interrupted; the rerun starts
+    it again under the same name and parameters, it continues from its last row, and the sweep goes on."""
+    path = fake_sweep(
+        tmp_path, "grid", {"x": {"values": [1, 3]}, "rows": {"value": 30}, "pause": {"value": 0.05}}
+    )
+    command = [sys.executable, "-m", "vaebench", "sweep", str(path), "--state-dir", str(tmp_path / "state")]
+    controller = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "state" / "runs" / "fake" / "base+fake-001" / "seed0" / "metrics.jsonl"
+    deadline = time.monotonic() + 30
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert time.monotonic() < deadline and controller.poll() is None, "the first run never started"
+        time.sleep(0.05)
+    controller.send_signal(signal.SIGINT)
+    out, _ = controller.communicate(timeout=60)
+    assert controller.returncode == 130, out
+    first = state(tmp_path)["runs"][0]
+    assert first["status"] == "interrupted" and len(state(tmp_path)["runs"]) == 1
+    stopped_at = len(metrics.read_text().splitlines())
+    assert 3 <= stopped_at < 30
+
+    result = sweep(tmp_path, path)
+    assert result.exit_code == 0, result.output
+    runs = state(tmp_path)["runs"]
+    assert [(r["name"], r["params"]["x"], r["status"]) for r in runs] == [
+        ("fake-001", 1, "finished"),
+        ("fake-002", 3, "finished"),
+    ]
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(1, 31))  # resumed: nothing repeated, nothing missing
+    log = Path(runs[0]["log"]).read_text()
+    assert "start fake-001 at step 0" in log and f"start fake-001 at step {stopped_at}" in log
+
+
+@engine
+def test_hyperband_stops_a_run_that_falls_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sweep_module, "HYPERBAND_EVERY_S", 0.0)
+    path = fake_sweep(
+        tmp_path,
+        "grid",
+        {"x": {"values": [2, 10]}, "rows": {"value": 40}, "pause": {"value": 0.05}},
+        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 3},
+    )
+    result = sweep(tmp_path, path)
+    assert result.exit_code == 0, result.output
+    good, bad = state(tmp_path)["runs"]
+    assert good["status"] == "finished" and good["metric"] == 0.0
+    # x = 10 logs val/loss = 64 + 1/step, worse than x = 2's value at hyperband's band (step 2)
+    assert bad["status"] == "stopped" and "stopped early by hyperband" in result.output
+    rows = (Path(bad["run_dirs"][0]) / "metrics.jsonl").read_text().splitlines()
+    assert 2 <= len(rows) < 40
+
+
+@engine
+def test_two_cpu_workers_run_two_sweep_runs_at_once(tmp_path: Path) -> None:
+    path = fake_sweep(
+        tmp_path, "grid", {"x": {"values": [1, 3]}, "rows": {"value": 10}, "pause": {"value": 0.1}}
+    )
+    result = sweep(tmp_path, path, "--parallel", "2", "--devices", "cpu")
+    assert result.exit_code == 0, result.output
+    a, b = (summary(r) for r in state(tmp_path)["runs"])
+    assert a["started"] < b["ended"] and b["started"] < a["ended"]  # they overlapped in time
+
+
+@engine
+def test_set_values_become_constant_parameters_and_a_changed_set_is_another_sweep(tmp_path: Path) -> None:
+    path = fake_sweep(tmp_path, "grid", {"x": {"values": [1]}})
+    assert sweep(tmp_path, path, "--set", "rows=2").exit_code == 0
+    run = state(tmp_path)["runs"][0]
+    assert run["params"] == {"x": 1, "rows": 2} and summary(run)["params"]["rows"] == 2
+
+    changed = sweep(tmp_path, path, "--set", "rows=5")
+    assert changed.exit_code == 1 and "parameters.rows" in changed.output and "--state-dir" in changed.output
+    searched = sweep(tmp_path, path, "--set", "x=4")
+    assert searched.exit_code == 1 and "would fix a parameter that" in searched.output
+
+
+@engine
+def test_slurm_executor_submits_each_run_as_a_submitit_job(tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    path = fake_sweep(tmp_path, "grid", {"x": {"values": [1, 3]}})
+    result = sweep(tmp_path, path, "--executor", "slurm", "--slurm-cluster", "local", "--parallel", "2")
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in state(tmp_path)["runs"]] == ["finished", "finished"]
+    submitted = sorted((tmp_path / "state" / "submitit").glob("*_submitted.pkl"))
+    assert len(submitted) == 2  # one job each, through submitit's files
+
+
+def test_slurm_jobs_get_the_flags_resources_over_the_specs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sbatch header submitit writes: --slurm-* flags override the variant's `slurm` section."""
+    pytest.importorskip("submitit")
+    from vaebench.spec import SlurmSpec
+    from vaebench.workers import Job, SubmititExecutor
+
+    bin_dir = tmp_path / "bin"  # submitit only checks that `srun` exists
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    variant_spec = SlurmSpec(partition="short", time_min=120, gpus_per_job=1, account="lab")
+    flags = {"time_min": 30, "gpus_per_job": 2}  # --slurm-time 30 --slurm-gpus-per-job 2
+    job = Job("beta-001", ["true"], tmp_path / "log", slurm=variant_spec.model_copy(update=flags))
+    executor = SubmititExecutor(tmp_path / "jobs", SlurmSpec()).configured(job)
+    header = executor._executor._make_submission_file_text("true", "uid")
+    for line in (
+        "--partition=short",
+        "--time=30",
+        "--gpus-per-node=2",
+        "--account=lab",
+        "--job-name=beta-001",
+    ):
+        assert f"#SBATCH {line}\n" in header
+
+
+def test_slurm_without_a_cluster_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun
+    result = cli("run", QUICKSTART, "--executor", "slurm", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and "--slurm-cluster local" in result.output
+
+
+def test_missing_sweep_engine_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sweeps", None)  # `import sweeps` raises ImportError
+    result = sweep(tmp_path, fake_sweep(tmp_path, "grid", {"x": {"values": [1]}}))
+    assert result.exit_code == 1 and "pip install --no-deps sweeps==0.3.0" in result.output
+
+
+# ----------------------------------------------------------------------------- what a W&B agent runs
+
+
+def wandb_agent_argv(config: dict, params: dict) -> list[str]:
+    """What wandb_agent.py's Agent._command_run runs for a server's `run` command, with W&B's own code."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    command = {"args": {k: {"value": v} for k, v in params.items()}, "program": config.get("program")}
+    sweep_vars = sweep_utils.create_sweep_command_args(command)
+    sweep_vars |= {"interpreter": ["python"], "program": [command["program"]], "env": ["/usr/bin/env"]}
+    argv: list[str] = []
+    for c in sweep_utils.create_sweep_command(list(config["command"])):
+        c = str(c)
+        argv += (sweep_vars.get(c[2:-1]) or []) if c.startswith("${") and c.endswith("}") else [c]
+    return argv
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"loss.beta": 0.35},
+        {"loss.beta": 1e-05, "eval.at_end": False, "model.channels": [8, 16], "train.epochs": None},
+        {"model.decoder.kind": "variance", "seeds": [2], "train.batch_size": 16},
+    ],
+)
+def test_local_command_lines_are_the_wandb_agents(params: dict) -> None:
+    config = {"command": ["${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}", "x"]}
+    config["program"] = "train.py"
+    for macro in ("${args_no_boolean_flags}", "${args_json}", "${args_no_equals}", "${args_override_hydra}"):
+        config["command"].append(macro)
+    assert agent_command(config["command"], params, "train.py") == wandb_agent_argv(config, params)
+
+
+def test_wandb_agent_command_line_from_beta_yaml_trains_that_beta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_sweep(ROOT / "sweeps" / "beta.yaml")
+    assert config["method"] == "bayes" and config["metric"] == {"name": "test/bpd_elbo", "goal": "minimize"}
+    assert config["parameters"]["loss.beta"] == {"distribution": "log_uniform_values", "min": 0.1, "max": 8.0}
+    argv = wandb_agent_argv(config, {"loss.beta": 0.35})
+    assert argv == ["/usr/bin/env", "vaebench", "run", "experiments/baseline.yaml", "--loss.beta=0.35"]
+
+    # The agent starts it in the project folder, with the sweep's and the run's ids in the environment.
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_SWEEP_ID", "swp1234")
+    monkeypatch.setenv("WANDB_RUN_ID", "run5678")
+    small = [*TINY_SETS, "--set", "data.kind=synthetic", "--set", "train.epochs=null"]  # baseline -> tiny
+    result = cli(*argv[2:], *small, "--runs-dir", tmp_path / "runs", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "baseline" / "base+swp1234-run5678" / "seed0"
+    recorded = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    assert recorded["spec"]["loss"]["beta"] == 0.35  # the flat --loss.beta reached the nested spec
+    assert recorded["variant"] == "base+swp1234-run5678" and (run_dir / "DONE").exists()
+
+    many = cli("run", QUICKSTART, *small, "--runs-dir", tmp_path / "runs", "--device", "cpu")
+    assert many.exit_code == 1 and "gives 2 (variants x seeds)" in many.output
+
+
+def test_under_a_wandb_agent_the_tracker_adopts_the_agents_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wandb
+
+    from vaebench.spec import TrackingSpec
+
+    seen: dict[str, Any] = {}
+
+    class FakeRun:
+        step = 0
+
+        def finish(self, exit_code: int | None = None) -> None: ...
+
+    def fake_init(**kwargs: Any) -> FakeRun:
+        seen.update(kwargs)
+        return FakeRun()
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "wandb_id").write_text("oldid123\n")
+    monkeypatch.setenv("WANDB_RUN_ID", "agentrun")
+    solo = Tracker.start(TrackingSpec(mode="offline"), tmp_path / "run", {}, group="g", name="n")
+    assert solo.run_id == seen["id"] == "oldid123"  # WANDB_RUN_ID alone (no sweep) is not ours to take
+    monkeypatch.setenv("WANDB_SWEEP_ID", "swp1234")
+    agent = Tracker.start(TrackingSpec(mode="offline"), tmp_path / "run", {}, group="g", name="n")
+    assert agent.run_id == seen["id"] == "agentrun"
+    assert (tmp_path / "run" / "wandb_id").read_text().strip() == "agentrun"
+
+
+def test_command_lines_run_this_interpreter_and_find_the_projects_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # started outside the project: experiments/ is not here
+    argv = localize(["/usr/bin/env", "vaebench", "run", "experiments/baseline.yaml", "--loss.beta=2"], ROOT)
+    assert argv == [
+        "/usr/bin/env",
+        sys.executable,
+        "-m",
+        "vaebench",
+        "run",
+        str(ROOT / "experiments" / "baseline.yaml"),
+        "--loss.beta=2",
+    ]
+    assert localize(["python", "train.py"]) == [sys.executable, "train.py"]
+    import numpy as np
+
+    assert plain({"a": np.float64(0.5), "b": [np.int64(3)], "c": np.bool_(True)}) == {
+        "a": 0.5,
+        "b": [3],
+        "c": True,
+    }
+    assert type(plain(np.float64(0.5))) is float
+
+
+def test_ablation_sweep_is_the_16_variant_grid_with_3_seeds() -> None:
+    config = load_sweep(ROOT / "sweeps" / "ablation.yaml")
+    assert config["method"] == "grid"
+    sizes = {k: len(v["values"]) for k, v in config["parameters"].items()}
+    assert sizes == {
+        "model.decoder.kind": 2,
+        "loss.perceptual_weight": 2,
+        "anneal.schedule": 2,
+        "train.batch_size": 2,
+        "seeds": 3,
+    }
+
+
+# ----------------------------------------------------------------------------- vaebench run --parallel
+
+
+def test_run_parallel_with_two_cpu_workers_matches_the_in_process_run_and_reports_failures(
+    tmp_path: Path,
+) -> None:
+    reference = cli(
+        "run",
+        QUICKSTART,
+        *TINY_SETS,
+        "--variant",
+        "isotropic",
+        "--runs-dir",
+        tmp_path / "ref",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    assert reference.exit_code == 0, reference.output
+    broken = tmp_path / "par" / "quickstart" / "variance" / "seed0" / "checkpoints"
+    broken.mkdir(parents=True)
+    (broken / "last.pt").write_bytes(b"not a checkpoint")  # this run fails when it loads it
+
+    result = cli(
+        "run", QUICKSTART, *TINY_SETS, "--runs-dir", tmp_path / "par", "--parallel", "2", "--devices", "cpu"
+    )
+    assert result.exit_code == 1, result.output
+    iso = tmp_path / "par" / "quickstart" / "isotropic" / "seed0"
+    assert (iso / "DONE").exists() and (tmp_path / "par" / "quickstart" / "isotropic" / "seed0.log").exists()
+    got = load_checkpoint(iso / "checkpoints" / "last.pt")["model"]
+    want = load_checkpoint(
+        tmp_path / "ref" / "quickstart" / "isotropic" / "seed0" / "checkpoints" / "last.pt"
+    )["model"]
+    assert all(bool((got[k] == want[k]).all()) for k in want)  # the subprocess trained the same run
+    assert "failed" in result.output and "variance/seed0.log" in result.output
+
+    again = cli(
+        "run",
+        QUICKSTART,
+        *TINY_SETS,
+        "--variant",
+        "isotropic",
+        "--runs-dir",
+        tmp_path / "par",
+        "--parallel",
+        "2",
+    )
+    assert again.exit_code == 0 and "skipped" in again.output
