@@ -8,6 +8,7 @@ those parts need a GPU and are measured by benchmarks/gpu_check.sh, not here.
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,8 @@ def test_the_fast_path_trains_to_the_plain_paths_numbers(runs: dict[str, Path]) 
 
 
 def test_a_compiled_step_gives_the_eager_steps_numbers() -> None:
-    """torch.compile's code path with the "eager" backend (inductor on CPU compiles for ~30 s)."""
+    """torch.compile's code path with the "eager" backend (inductor on CPU compiles for ~30 s); compiled
+    steps run the model in channels_last, eager ones in the default layout."""
     spec = tiny_variant().spec
     dataset = build_dataset(spec.data, "train")
     losses = {}
@@ -142,7 +144,8 @@ def test_a_compiled_step_gives_the_eager_steps_numbers() -> None:
         batches = DeviceBatches(dataset, 8, seed=0, flip=True, device=CPU)
         for _ in range(3):
             step(*batches.next(), lr=1e-3, beta=0.5)
-        assert step.compiled is compiled
+        assert step.compiled is step.channels_last is compiled
+        assert model.encoder.stem[0].weight.is_contiguous(memory_format=torch.channels_last) is compiled
         losses[compiled] = (step.read().sums, [p.detach().clone() for p in model.parameters()])
     assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-6)
     for a, b in zip(losses[True][1], losses[False][1], strict=True):
@@ -196,7 +199,8 @@ def test_a_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pyt
                 step(*batches.next(), lr=1e-3, beta=0.5)
         if name == "broken":
             assert len(record) == 1 and "no working C++ compiler" in str(record[0].message)
-            assert "more details" not in str(record[0].message) and not step.compiled
+            assert "more details" not in str(record[0].message)
+            assert not step.compiled and not step.channels_last  # eager, in the default layout again
         sums[name] = step.read().sums
     assert sums["broken"] == sums["eager"]  # the failed attempt changed nothing
 
@@ -292,3 +296,38 @@ def test_evaluation_in_large_forward_passes_equals_one_batch_at_a_time() -> None
             assert large.metrics[f"test/{key}"] == pytest.approx(small.metrics[f"test/{key}"], rel=1e-6)
         assert torch.allclose(large.per_image["iw"], small.per_image["iw"], rtol=1e-6)
         assert large.metrics["test/num_images"] == 44
+
+
+# ----------------------------------------------------------------------------- CUDA (skipped without a GPU)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_compiled_fast_path_trains_like_the_cpu_plain_path(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """train.compile auto: inductor with CUDA graphs, bf16 autocast, the split on the GPU; no fallback."""
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileWarning)  # a fallback to eager fails the test
+        assert train(tiny_variant(), 0, run, device="cuda").status == "finished"
+    cuda, cpu = (read_metrics(r / "metrics.jsonl") for r in (run, runs["plain"]))
+    assert [r["step"] for r in cuda] == [r["step"] for r in cpu]
+    # Other noise (inductor's generator) and bf16: close, not equal.
+    assert cuda[-1]["train/loss"] == pytest.approx(cpu[-1]["train/loss"], rel=0.1)
+    assert cuda[-1]["val/loss"] == pytest.approx(cpu[-1]["val/loss"], rel=0.1)
+    assert all(torch.isfinite(t).all() for t in last(run)["model"].values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_a_fault_is_skipped_by_the_fused_optimizer_and_found_at_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eager (compile off), so that the injected fault reaches the step: fused CUDA Adam's found_inf."""
+    fault_on_calls(monkeypatch, {6})
+    run = tmp_path / "run"
+    with pytest.raises(NumericalFault, match="at step 5: loss=nan"):
+        train(tiny_variant(train__log_every=4, train__compile="off"), 0, run, device="cuda")
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["step"] == 4
+    assert all(torch.isfinite(t).all() for t in last(run)["model"].values())

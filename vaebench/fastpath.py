@@ -7,11 +7,11 @@ sync that drains the GPU's queue). Launches, the host and data loading bound it,
 - `DeviceBatches`: the train split as uint8 in device memory (2.0 GB for CelebA-64), each batch gathered
   there by index. The order and the flips are the plain path's (`epoch_order` and `flip_mask`, pure
   functions of (seed, step)), made on the CPU once per epoch and copied over in one go.
-- `FastTrainStep`: flips, uint8 -> float in [0, 1], channels_last, bf16 autocast (train.precision), the
-  loss and its backward (compiled by torch.compile, with CUDA graphs on CUDA), gradient clipping and a
-  fused Adam whose learning rate is a device tensor. Nothing is read back: the metric sums and the
-  finite check accumulate in a device tensor that the trainer reads (`read`) only when it logs,
-  validates or checkpoints.
+- `FastTrainStep`: flips, uint8 -> float in [0, 1], bf16 autocast (train.precision), the loss and its
+  backward (compiled by torch.compile, with CUDA graphs on CUDA, on a channels_last model), gradient
+  clipping and a fused Adam whose learning rate is a device tensor. Nothing is read back: the metric
+  sums and the finite check accumulate in a device tensor that the trainer reads (`read`) only when
+  it logs, validates or checkpoints.
 
 Differences from the plain path in vaebench.train, all deliberate:
 - Non-finite steps. The update of a step whose loss or gradient norm is not finite is skipped on the
@@ -218,13 +218,15 @@ class FastTrainStep:
 
     `step(x_uint8, flip, lr=..., beta=...)` (or calling the object) does what one iteration of the plain
     loop does: flips, float conversion, forward under autocast, the loss, backward, clipping to
-    train.grad_clip, and the Adam update unless the loss or gradient norm is non-finite. The model is
-    converted to channels_last (in place: the optimizer keeps its parameters) and the optimizer, which
-    must be fused (`build_optimizer(..., fused=True)`), gets its learning rate as a device tensor.
+    train.grad_clip, and the Adam update unless the loss or gradient norm is non-finite. The optimizer
+    must be fused (`build_optimizer(..., fused=True)`); it gets its learning rate as a device tensor.
 
     compile: None follows train.compile (`compile_enabled`). backend: torch.compile's backend; on CUDA
-    inductor runs in "reduce-overhead" mode (CUDA graphs). `state` (the trainer's loop state) seeds the
-    counters when resuming.
+    inductor runs in "reduce-overhead" mode (CUDA graphs). channels_last: None means "when compiling":
+    the model is converted in place (the optimizer keeps its parameters) so that compiled convolutions
+    need no layout changes; eager steps keep the default layout, because eager GroupNorm on CUDA turns
+    channels_last activations back into contiguous ones around every norm. `state` (the trainer's loop
+    state) seeds the counters when resuming.
     """
 
     def __init__(
@@ -237,6 +239,7 @@ class FastTrainStep:
         *,
         compile: bool | None = None,
         backend: str = "inductor",
+        channels_last: bool | None = None,
         state: dict | None = None,
     ) -> None:
         if not optimizer.defaults.get("fused"):
@@ -249,7 +252,12 @@ class FastTrainStep:
         self.max_norm = spec.train.grad_clip or math.inf
         self.allowed = spec.train.skip_bad_batches
         self.autocast = autocast_dtype(spec, self.device)
-        model.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times its algorithms once (global)
+        compile = compile_enabled(spec, self.device) if compile is None else compile
+        self.channels_last = compile if channels_last is None else channels_last
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
         _match_parameter_layout(optimizer)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._lrs = []
@@ -271,7 +279,11 @@ class FastTrainStep:
         self._compiled: Callable[..., tuple[Tensor, Tensor]] | None = None
         self._compiled_calls = 0
         self._cuda_graphs = False
-        if compile_enabled(spec, self.device) if compile is None else compile:
+        if compile:
+            # Each step object compiles afresh: several runs in one process (a queue) would otherwise pile
+            # up recompilations of this method until dynamo's recompile limit silently turned it eager.
+            # Inductor's on-disk caches make the next run's compilation of the same graph quick.
+            torch._dynamo.reset()
             if backend == "inductor" and self.device.type == "cuda":
                 self._cuda_graphs = True
                 self._compiled = torch.compile(self._loss, backend=backend, mode="reduce-overhead")
@@ -325,7 +337,9 @@ class FastTrainStep:
         """The loss and its detached terms (loss, recon, kl, perceptual) (4,): what torch.compile compiles."""
         if flip is not None:
             x_uint8 = torch.where(flip[:, None, None, None], x_uint8.flip(-1), x_uint8)
-        x = x_uint8.float().div(255.0).contiguous(memory_format=torch.channels_last)  # (B, 3, H, W) in [0, 1]
+        x = x_uint8.float().div(255.0)  # (B, 3, H, W) in [0, 1]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(
             self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
         ):
@@ -359,6 +373,10 @@ class FastTrainStep:
         self._compiled = None
         self._cuda_graphs = False
         self.optimizer.zero_grad(set_to_none=True)
+        if self.channels_last:  # eager steps run in the default layout (see the class docstring)
+            self.model.to(memory_format=torch.contiguous_format)
+            _match_parameter_layout(self.optimizer)
+            self.channels_last = False
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         warnings.warn(
             f"torch.compile of the train step failed ({type(error).__name__}: {first_line}); training goes "
