@@ -242,6 +242,20 @@ def test_a_fault_is_found_at_the_next_read_and_no_checkpoint_comes_after_it(
         assert torch.equal(last(run)["model"][name], value), name
 
 
+@pytest.mark.parametrize("first", ["plain", "fast"])
+def test_a_run_resumes_across_paths(first: str, runs: dict[str, Path], tmp_path: Path) -> None:
+    """As when a run begun on a CPU goes on on a GPU (or back): the checkpoint's optimizer groups and
+    state are the other path's (unfused, step counts on the CPU; or fused with a tensor lr)."""
+    run = tmp_path / "run"
+    assert (
+        train(tiny_variant(), 0, run, device="cpu", stop_after=4, fast_path=first == "fast").status
+        == "stopped"
+    )
+    assert train(tiny_variant(), 0, run, device="cpu", fast_path=first == "plain").status == "finished"
+    for name, value in last(runs["plain"])["model"].items():
+        assert torch.allclose(last(run)["model"][name].float(), value.float(), atol=1e-5), name
+
+
 def test_skip_bad_batches_on_the_fast_path_reports_skips_at_the_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -258,7 +258,7 @@ class FastTrainStep:
         self.channels_last = compile if channels_last is None else channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        _match_parameter_layout(optimizer)
+        _prepare_fused_state(optimizer)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._lrs = []
         for group in optimizer.param_groups:  # a device tensor, so that setting it launches no sync
@@ -375,7 +375,7 @@ class FastTrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         if self.channels_last:  # eager steps run in the default layout (see the class docstring)
             self.model.to(memory_format=torch.contiguous_format)
-            _match_parameter_layout(self.optimizer)
+            _prepare_fused_state(self.optimizer)
             self.channels_last = False
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         warnings.warn(
@@ -399,15 +399,22 @@ class FastTrainStep:
         c[_STEP] += 1.0
 
 
-def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
-    """Give every optimizer state tensor its parameter's strides (channels_last, or a checkpoint's layout).
+def _prepare_fused_state(optimizer: torch.optim.Optimizer) -> None:
+    """Fused param groups, and state as the fused kernel expects it, whatever the checkpoint held.
 
-    Fused and foreach kernels walk a parameter and its moments as flat arrays, so the two must lay their
-    elements out in the same order; a checkpoint written by the plain path holds contiguous moments.
+    `load_state_dict` replaces the param groups by the checkpoint's, so a run begun on the plain path
+    (say on a CPU) and resumed here comes back unfused, with its step counts on the CPU; the unfused
+    kernels refuse `found_inf`. And fused kernels walk a parameter and its moments as flat arrays, so
+    each moment takes its parameter's strides (channels_last, or contiguous after a fallback).
     """
     for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = True, None
         for p in group["params"]:
             state = optimizer.state.get(p, {})
             for key, value in list(state.items()):
-                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                if not isinstance(value, Tensor):
+                    continue
+                if key == "step":
+                    state[key] = value.to(dtype=torch.float32, device=p.device)
+                elif value.shape == p.shape and (value.stride() != p.stride() or value.device != p.device):
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
