@@ -256,6 +256,17 @@ def test_a_run_resumes_across_paths(first: str, runs: dict[str, Path], tmp_path:
         assert torch.allclose(last(run)["model"][name].float(), value.float(), atol=1e-5), name
 
 
+def test_a_rerun_may_change_train_compile_and_still_resumes(runs: dict[str, Path], tmp_path: Path) -> None:
+    """train.compile is how the step runs, not what it computes: turning it off after a compiler problem
+    must not make the run folder "another spec" (as data.num_workers does not)."""
+    run = tmp_path / "run"
+    train(tiny_variant(train__compile="auto"), 0, run, device="cpu", stop_after=4)
+    assert train(tiny_variant(train__compile="off"), 0, run, device="cpu").status == "finished"
+    assert torch.equal(
+        last(run)["model"]["decoder.fc.weight"], last(runs["plain"])["model"]["decoder.fc.weight"]
+    )
+
+
 def test_skip_bad_batches_on_the_fast_path_reports_skips_at_the_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -118,8 +118,10 @@ def run_document(variant: Variant, seed: int) -> dict[str, Any]:
 
 # Spec sections that decide what is trained; a run folder may be resumed only under the same values.
 TRAINING_SECTIONS = ("data", "model", "loss", "anneal", "optim", "train")
-# Where the data is and how it is read may change between machines without changing the run.
-MACHINE_KEYS = {"data.root", "data.cache_dir", "data.num_workers"}
+# Where the data is and how it is read, and whether the step is compiled (the same arithmetic: a rerun
+# with train.compile off works around a compiler problem), may change between machines without changing
+# the run.
+MACHINE_KEYS = {"data.root", "data.cache_dir", "data.num_workers", "train.compile"}
 
 
 def check_same_training_spec(paths: RunPaths, spec: RunSpec) -> None:
