@@ -462,7 +462,9 @@ def train(
                 else:
                     state["skipped_batches"] += 1
                     if state["skipped_batches"] > spec.train.skip_bad_batches:
-                        raise NumericalFault(_fault_message(step, float(terms.loss), float(grad_norm), paths))
+                        raise NumericalFault(
+                            _fault_message(step, float(terms.loss.detach()), float(grad_norm), paths)
+                        )
                     reporter.message(
                         f"step {step}: non-finite loss or gradient, batch skipped "
                         f"({state['skipped_batches']}/{spec.train.skip_bad_batches})"
