@@ -342,7 +342,7 @@ def test_wandb_agent_command_line_from_beta_yaml_trains_that_beta(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_sweep(ROOT / "sweeps" / "beta.yaml")
-    assert config["method"] == "bayes" and config["metric"] == {"name": "test/bpd_elbo", "goal": "minimize"}
+    assert config["method"] == "bayes" and config["metric"] == {"name": "val/bpd_elbo", "goal": "minimize"}
     assert config["parameters"]["loss.beta"] == {"distribution": "log_uniform_values", "min": 0.1, "max": 8.0}
     argv = wandb_agent_argv(config, {"loss.beta": 0.35})
     assert argv == ["/usr/bin/env", "vaebench", "run", "experiments/baseline.yaml", "--loss.beta=0.35"]
