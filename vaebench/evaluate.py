@@ -350,6 +350,24 @@ def checkpoint_path(run_dir: Path, checkpoint: Checkpoint) -> Path:
     return path
 
 
+def load_trained_model(ckpt_file: Path, spec: RunSpec, device: torch.device) -> tuple[VAE, int | None]:
+    """The model described by `spec` with the weights of `ckpt_file`, on `device`, and the checkpoint's step.
+
+    UserError when the checkpoint holds no weights of that model (spec.yaml edited after training). The
+    model is left in whatever mode `build_model` gives; the step is None for a checkpoint without one.
+    """
+    state = load_checkpoint(ckpt_file)
+    model = build_model(spec.model, spec.data.image_size)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(
+            f"{ckpt_file} does not hold weights of the model its run's spec.yaml describes "
+            f"({type(e).__name__}: {str(e)[:300]}). Was spec.yaml edited after training?"
+        ) from None
+    return model.to(device), state.get("loop", {}).get("step")
+
+
 def check_run_folder(run_dir: Path, checkpoint: Checkpoint = "best") -> None:
     """Raise UserError unless `run_dir` holds a readable spec.yaml and the checkpoint (cheap: no loading)."""
     load_run_spec(run_dir)
@@ -408,17 +426,7 @@ def evaluate_run(
         raise UserError(f"invalid evaluation settings for {paths.root}:\n{e}") from None
     dev = device if isinstance(device, torch.device) else resolve_device(device)
 
-    state = load_checkpoint(ckpt_file)
-    model = build_model(spec.model, spec.data.image_size)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as e:
-        raise UserError(
-            f"{ckpt_file} does not hold weights of the model described by {paths.spec} "
-            f"({type(e).__name__}: {str(e)[:300]}). Was spec.yaml edited after training?"
-        ) from None
-    model.to(dev)
-    step = state.get("loop", {}).get("step")
+    model, step = load_trained_model(ckpt_file, spec, dev)
     dataset = datasets.build_dataset(spec.data, eval_spec.split)
     amp = autocast_dtype(spec, dev) if dev.type == "cuda" else None
 

@@ -18,33 +18,24 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from vaebench import data as datasets
-from vaebench.checkpoint import load_checkpoint
 from vaebench.errors import UserError
-from vaebench.evaluate import checkpoint_path, load_run_spec
+from vaebench.evaluate import checkpoint_path, load_run_spec, load_trained_model
 from vaebench.figures import TEMPERATURES, interpolation_grid, reconstruction_grid, temperature_grid
 from vaebench.train import eval_batches, resolve_device, to_float
-from vaebench.vae import VAE, build_model
+from vaebench.vae import VAE
 
 PADDING = 2  # pixels between images in vaebench.figures grids (torchvision's save_image padding)
 _EPOCH = time.gmtime(0)  # PDF creation date: fixed, so reruns give the same bytes
 
 
 def load_model(run_dir: Path, device: torch.device) -> tuple[VAE, int]:
-    """The model of checkpoints/best.pt (last.pt if there is no best) and the checkpoint's step."""
-    spec = load_run_spec(run_dir)
+    """The model of checkpoints/best.pt (else last.pt), in eval mode, and the checkpoint's step."""
     try:
         path = checkpoint_path(run_dir, "best")
     except UserError:
         path = checkpoint_path(run_dir, "last")
-    state = load_checkpoint(path)
-    model = build_model(spec.model, spec.data.image_size)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as err:
-        raise UserError(
-            f"{path} does not match the model in {run_dir}/spec.yaml ({type(err).__name__})."
-        ) from None
-    return model.to(device).eval(), int(state.get("loop", {}).get("step", 0))
+    model, step = load_trained_model(path, load_run_spec(run_dir), device)
+    return model.eval(), step or 0
 
 
 def first_test_images(run_dir: Path, count: int, device: torch.device) -> torch.Tensor:
