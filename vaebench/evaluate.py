@@ -52,7 +52,6 @@ from typing import Any, Literal
 import numpy as np
 import pydantic
 import torch
-import yaml
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -68,7 +67,7 @@ from vaebench.estimators import (
     mutual_information_batched,
 )
 from vaebench.likelihoods import image_log_prob
-from vaebench.runfolder import RunPaths, atomic_write_json, read_json, update_summary
+from vaebench.runfolder import RunPaths, atomic_write_json, read_json, read_run_document, update_summary
 from vaebench.spec import EvalSpec, RunSpec
 from vaebench.tracking import Tracker
 from vaebench.train import Device, Reporter, autocast_dtype, eval_batches, resolve_device, to_float
@@ -321,13 +320,9 @@ def load_run_spec(run_dir: Path) -> RunSpec:
             f"{paths.root} is not a run folder: it has no spec.yaml. Pass the folder of one run, "
             "e.g. runs/<experiment>/<variant>/seed0 (the one holding spec.yaml and checkpoints/)."
         )
+    document = read_run_document(paths.spec)
     try:
-        document = yaml.safe_load(paths.spec.read_text(encoding="utf-8"))
         return RunSpec.model_validate(document["spec"])
-    except (yaml.YAMLError, TypeError, KeyError) as e:
-        raise UserError(
-            f"{paths.spec} is not a spec.yaml written by `vaebench run` ({type(e).__name__}: {e})."
-        ) from None
     except pydantic.ValidationError as e:
         raise UserError(
             f"{paths.spec} holds a spec this version of vaebench cannot read (written by another "

@@ -43,6 +43,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+import yaml
+
 from vaebench.errors import UserError
 
 # The process umask, read once: files made by mkstemp are 0600 and get the usual mode back.
@@ -238,6 +240,23 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e}); delete it or restore it from a copy.") from None
+
+
+def read_run_document(path: Path) -> dict[str, Any]:
+    """The document of a run's spec.yaml (what `vaebench.train.run_document` wrote): experiment, variant,
+    seed, axes, overrides and the resolved `spec` mapping, unvalidated.
+
+    Callers check that the file exists (what to advise when it does not depends on the command); an
+    unreadable file, or one without a `spec` mapping, is a UserError naming it.
+    """
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid YAML ({type(e).__name__}: {e}).") from None
+    if not isinstance(document, dict) or not isinstance(document.get("spec"), dict):
+        raise UserError(f"{path} is not a spec.yaml written by `vaebench run` (no `spec` mapping).")
+    return document
 
 
 def update_summary(path: Path, new: Mapping[str, Any]) -> dict[str, Any]:

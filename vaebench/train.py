@@ -47,6 +47,7 @@ from vaebench.runfolder import (
     atomic_write_text,
     environment_info,
     read_json,
+    read_run_document,
     update_summary,
 )
 from vaebench.schedules import lr_at, steps_per_epoch, total_steps
@@ -135,7 +136,7 @@ def check_same_training_spec(paths: RunPaths, spec: RunSpec) -> None:
     if not paths.spec.exists() or not (paths.last.exists() or paths.done.exists()):
         return  # nothing trained yet: starting afresh under the new spec mixes nothing
     try:
-        recorded = RunSpec.model_validate(yaml.safe_load(paths.spec.read_text())["spec"])
+        recorded = RunSpec.model_validate(read_run_document(paths.spec)["spec"])
     except Exception as err:
         raise UserError(
             f"{paths.spec} cannot be read as a run spec ({type(err).__name__}: {err}), so the run in "

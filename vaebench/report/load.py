@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 from rich.console import Console
 from rich.progress import track
 
 from vaebench.errors import UserError
 from vaebench.experiments import load_experiment
-from vaebench.runfolder import RunPaths, read_json, read_metrics
+from vaebench.runfolder import RunPaths, read_json, read_metrics, read_run_document
 
 Status = Literal["finished", "unfinished", "diverged", "broken", "replaced"]
 
@@ -162,12 +161,7 @@ def _read_files(paths: RunPaths, record: RunRecord) -> None:
             f"no spec.yaml in {paths.root}: the run never started, or the file was deleted. "
             "Rerun `vaebench run` for this variant and seed, or remove the folder."
         )
-    try:
-        document = yaml.safe_load(paths.spec.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise UserError(f"{paths.spec} is not valid YAML ({type(err).__name__}).") from None
-    if not isinstance(document, dict) or not isinstance(document.get("spec"), dict):
-        raise UserError(f"{paths.spec} is not a spec.yaml written by `vaebench run` (no `spec` mapping).")
+    document = read_run_document(paths.spec)
     record.experiment = str(document.get("experiment", record.experiment))
     record.variant = str(document.get("variant", record.variant))
     seed = document.get("seed", record.seed)
