@@ -17,43 +17,24 @@ import numpy as np
 import pytest
 import torch
 
+import tiny
 import vaebench.fastpath as fastpath
 from vaebench.checkpoint import load_checkpoint
 from vaebench.data import CachedImages, build_dataset
 from vaebench.evaluate import evaluate_model
-from vaebench.experiments import Variant, load_experiment, select
+from vaebench.experiments import Variant
 from vaebench.fastpath import CompileWarning, DeviceBatches, FastTrainStep, compile_enabled
 from vaebench.runfolder import read_metrics
 from vaebench.spec import RunSpec
 from vaebench.train import NumericalFault, build_optimizer, flip_batch, train, train_batches
 from vaebench.vae import build_model
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
-# The quickstart shrunk to 16x16 images and a one-level model: 12 steps of 8 images, 8 steps per epoch.
-TINY: dict[str, Any] = {
-    "data.image_size": 16,
-    "data.train_size": 64,
-    "data.val_size": 16,
-    "data.test_size": 16,
-    "data.flip": True,
-    "model.stem_channels": 4,
-    "model.channels": [8],
-    "model.latent_dim": 4,
-    "train.steps": 12,
-    "train.batch_size": 8,
-    "train.log_every": 2,
-    "train.val_every": 4,
-    "train.checkpoint_every": 4,
-    "train.val_batches": 1,
-    "eval.at_end": False,
-    "tracking.mode": "disabled",
-}
 CPU = torch.device("cpu")
 
 
 def tiny_variant(**overrides: Any) -> Variant:
-    extra = {k.replace("__", "."): v for k, v in overrides.items()}
-    return select(load_experiment(QUICKSTART, {**TINY, **extra}), ["isotropic"])[0]
+    """The shared tiny run (12 steps of 8 images, 8 steps per epoch) with random flips on."""
+    return tiny.tiny_variant(data__flip=True, **overrides)
 
 
 def last(run_dir: Path) -> dict[str, Any]:

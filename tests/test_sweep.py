@@ -22,6 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 import vaebench.sweep as sweep_module
+from tiny import QUICKSTART, TINY, set_args
 from vaebench.checkpoint import load_checkpoint
 from vaebench.cli import app
 from vaebench.sweepfile import agent_command, load_sweep, localize, plain
@@ -31,26 +32,8 @@ from vaebench.tracking import Tracker
 engine = pytest.mark.skipif(importlib.util.find_spec("sweeps") is None, reason="pip install sweeps (README)")
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = Path(__file__).resolve().parent / "sweep_fake_run.py"
-QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 # The tiny real run of test_train.py (16x16 images, one level, 12 steps), as --set options.
-TINY = {
-    "data.image_size": 16,
-    "data.train_size": 64,
-    "data.val_size": 16,
-    "data.test_size": 16,
-    "model.stem_channels": 4,
-    "model.channels": "[8]",
-    "model.latent_dim": 4,
-    "train.steps": 12,
-    "train.batch_size": 8,
-    "train.log_every": 4,
-    "train.val_every": 4,
-    "train.checkpoint_every": 4,
-    "train.val_batches": 1,
-    "eval.at_end": "false",
-    "tracking.mode": "disabled",
-}
-TINY_SETS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
+TINY_SETS = set_args({**TINY, "train.log_every": 4})
 runner = CliRunner()
 
 

@@ -31,10 +31,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import vaebench.train as train_module
+from tiny import QUICKSTART, TINY, set_args, tiny_variant
 from vaebench.checkpoint import load_checkpoint
 from vaebench.cli import app
 from vaebench.errors import UserError
-from vaebench.experiments import Variant, load_experiment, select
+from vaebench.experiments import load_experiment, select
 from vaebench.progress import PlainProgress
 from vaebench.runfolder import read_metrics
 from vaebench.runner import plan_runs, run_queue
@@ -42,44 +43,10 @@ from vaebench.spec import RunSpec
 from vaebench.tracking import TrackingWarning
 from vaebench.train import NumericalFault, train
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
-# The quickstart experiment shrunk to 16x16 images, a one-level model and 12 steps (about a second).
-TINY: dict[str, Any] = {
-    "data.image_size": 16,
-    "data.train_size": 64,  # 8 batches of 8: one epoch is 8 steps
-    "data.val_size": 16,
-    "data.test_size": 16,
-    "model.stem_channels": 4,
-    "model.channels": [8],
-    "model.latent_dim": 4,
-    "train.steps": 12,
-    "train.batch_size": 8,
-    "train.log_every": 2,
-    "train.val_every": 4,
-    "train.checkpoint_every": 4,
-    "train.val_batches": 1,
-    "eval.at_end": False,
-    "tracking.mode": "disabled",
-}
 TOTAL = 12
 LOGGED = [2, 4, 6, 8, 10, 12]
 VALIDATED = [4, 8, 12]
 runner = CliRunner()
-
-
-def tiny_variant(**overrides: Any) -> Variant:
-    """The quickstart's isotropic variant with TINY and `overrides` (dotted keys, '__' for '.') applied."""
-    extra = {k.replace("__", "."): v for k, v in overrides.items()}
-    return select(load_experiment(QUICKSTART, {**TINY, **extra}), ["isotropic"])[0]
-
-
-def set_args(overrides: dict[str, Any]) -> list[str]:
-    """--set key=value for each override, values written as YAML literals ([8], false)."""
-    args = []
-    for key, value in overrides.items():
-        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        args += ["--set", f"{key}={text}"]
-    return args
 
 
 def run_cli(*args: str | Path) -> Any:
