@@ -19,6 +19,7 @@ import torch
 
 import tiny
 import vaebench.fastpath as fastpath
+from vaebench.batches import flip_batch, train_batches
 from vaebench.checkpoint import load_checkpoint
 from vaebench.data import CachedImages, build_dataset
 from vaebench.evaluate import evaluate_model
@@ -26,7 +27,7 @@ from vaebench.experiments import Variant
 from vaebench.fastpath import CompileWarning, DeviceBatches, FastTrainStep, compile_enabled
 from vaebench.runfolder import read_metrics
 from vaebench.spec import RunSpec
-from vaebench.train import NumericalFault, build_optimizer, flip_batch, train, train_batches
+from vaebench.train import NumericalFault, build_optimizer, train
 from vaebench.vae import build_model
 
 CPU = torch.device("cpu")

@@ -56,6 +56,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vaebench import data as datasets
+from vaebench.batches import eval_batches, to_float
 from vaebench.checkpoint import load_checkpoint
 from vaebench.errors import UserError
 from vaebench.estimators import (
@@ -70,7 +71,7 @@ from vaebench.likelihoods import image_log_prob
 from vaebench.runfolder import RunPaths, atomic_write_json, read_json, read_run_document, update_summary
 from vaebench.spec import EvalSpec, RunSpec
 from vaebench.tracking import Tracker
-from vaebench.train import Device, Reporter, autocast_dtype, eval_batches, resolve_device, to_float
+from vaebench.train import Device, Reporter, autocast_dtype, resolve_device
 from vaebench.vae import VAE, build_model
 
 Likelihood = Literal["discretized", "continuous"]

@@ -41,11 +41,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vaebench.batches import epoch_order, flip_mask, train_batches
 from vaebench.losses import compute_loss
 from vaebench.perceptual import VGGPerceptual
 from vaebench.schedules import steps_per_epoch
 from vaebench.spec import RunSpec
-from vaebench.train import autocast_dtype, epoch_order, flip_mask, train_batches
+from vaebench.train import autocast_dtype
 from vaebench.vae import VAE
 
 DEVICE_MEMORY_FRACTION = 0.5  # the split stays on the device if it takes at most this share of free memory
