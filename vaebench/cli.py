@@ -106,10 +106,6 @@ def spec_validate(ctx: typer.Context, spec: SpecArgument, set_: SetOption = None
     console.print(f"[green]ok[/]: {spec} expands to {len(variants)} valid variant(s).")
 
 
-def main() -> None:
-    app()
-
-
 @data_app.command("prepare", context_settings=EXTRA_ARGS)
 def data_prepare(
     ctx: typer.Context,
@@ -140,6 +136,9 @@ class DeviceChoice(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+DeviceOption = Annotated[DeviceChoice, typer.Option(help="auto: CUDA when available, else CPU.")]
 
 
 class ExecutorChoice(str, Enum):
@@ -200,9 +199,7 @@ def run(
         list[int] | None, typer.Option(help="Only this seed (repeatable); default: the spec's.")
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.", envvar=RUNS_DIR_ENV)] = Path("runs"),
-    device: Annotated[
-        DeviceChoice, typer.Option(help="auto: CUDA when available, else CPU.")
-    ] = DeviceChoice.auto,
+    device: DeviceOption = DeviceChoice.auto,
     force: Annotated[
         bool, typer.Option(help="Retrain finished runs (the old folder is kept as *.replaced-*).")
     ] = False,
@@ -443,9 +440,7 @@ def evaluate(
     checkpoint: Annotated[
         CheckpointChoice, typer.Option(help="Which checkpoint to evaluate.")
     ] = CheckpointChoice.best,
-    device: Annotated[
-        DeviceChoice, typer.Option(help="auto: CUDA when available, else CPU.")
-    ] = DeviceChoice.auto,
+    device: DeviceOption = DeviceChoice.auto,
 ) -> None:
     """Evaluate trained runs (bits/dim bounds, reconstruction, latent usage) and record the results.
 
@@ -577,3 +572,7 @@ def report(
     variants = format_variant_table(read_variant_table(path / "tables" / "variants.csv"))
     console.print(frame_table(variants, f"variants, ranked by {rank_by.value}", console.width))
     console.print(f"[green]report[/]: {path / 'report.html'} (and report.md, tables/, plots/, figures/)")
+
+
+def main() -> None:
+    app()
