@@ -127,7 +127,7 @@ def data_prepare(
             seen.add(key)
             written = prepare(v.spec.data, progress=True, num_workers=workers, force=force)
             if not written:
-                console.print(f"{v.name}: {v.spec.data.kind} data needs no preparation.")
+                console.print(f"{v.experiment}: {v.spec.data.kind} data needs no preparation.")
             for split, path in written.items():
                 console.print(f"[green]{split}[/]: {path}")
 
