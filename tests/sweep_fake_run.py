@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 
 def main() -> int:
+    if os.environ.get("VAEBENCH_WORKER"):  # like vaebench's own entry point: honour the executor's SIGINT
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     params: dict[str, object] = {}
     for arg in sys.argv[1:]:
         key, _, raw = arg.lstrip("-").partition("=")

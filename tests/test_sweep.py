@@ -158,6 +158,12 @@ def test_a_sweep_whose_first_runs_all_fail_starts_no_more(tmp_path: Path) -> Non
     assert [r["status"] for r in state(tmp_path)["runs"]] == ["failed"] * 3
 
 
+CTRL_C_ENABLED_VAEBENCH = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'vaebench'; runpy.run_module('vaebench', run_name='__main__')"
+)
+
+
 @engine
 def test_interrupted_sweep_resumes_its_run_where_it_stopped_then_continues(tmp_path: Path) -> None:
     """Ctrl-C on the controller: the running run stops (SIGINT) and is marked interrupted; the rerun starts
@@ -165,7 +171,17 @@ def test_interrupted_sweep_resumes_its_run_where_it_stopped_then_continues(tmp_p
     path = fake_sweep(
         tmp_path, "grid", {"x": {"values": [1, 3]}, "rows": {"value": 30}, "pause": {"value": 0.05}}
     )
-    command = [sys.executable, "-m", "vaebench", "sweep", str(path), "--state-dir", str(tmp_path / "state")]
+    # Python ignores SIGINT for good when it starts with SIGINT ignored, as it is for pytest started in the
+    # background by a shell without job control (some CI runners): make Ctrl-C reach the controller.
+    command = [
+        sys.executable,
+        "-c",
+        CTRL_C_ENABLED_VAEBENCH,
+        "sweep",
+        str(path),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
     controller = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / "state" / "runs" / "fake" / "base+fake-001" / "seed0" / "metrics.jsonl"
     deadline = time.monotonic() + 30

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -575,4 +577,8 @@ def report(
 
 
 def main() -> None:
+    if os.environ.get("VAEBENCH_WORKER") and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # A worker of `--parallel` / `vaebench sweep` is stopped with SIGINT (Ctrl-C in the controller,
+        # hyperband); an ignored SIGINT inherited from a backgrounded controller would make it unstoppable.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     app()

@@ -101,6 +101,11 @@ def device_slots(devices: str | None, parallel: int | None) -> list[str | None]:
     return [listed[i % len(listed)] for i in range(parallel)]
 
 
+# Set in the environment of every run a LocalExecutor starts; `vaebench` then honours SIGINT even if it
+# inherited SIGINT ignored (a controller started in the background by a shell without job control).
+WORKER_ENV = "VAEBENCH_WORKER"
+
+
 def device_env(device: str | None) -> dict[str, str]:
     """CUDA_VISIBLE_DEVICES for a slot: the one GPU, none for "cpu", untouched for None."""
     if device is None:
@@ -150,7 +155,11 @@ class LocalExecutor:
 
     def start(self, job: Job, device: str | None) -> Handle:
         job.log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(self.threads))}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(self.threads)),
+            WORKER_ENV: "1",  # the run must honour SIGINT, the executor's stop signal (see cli.main)
+        }
         env.update(device_env(device))
         env.update(job.env)
         log = open(job.log, "ab")  # closed by the handle when the process ends
