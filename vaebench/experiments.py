@@ -287,12 +287,6 @@ def select(variants: list[Variant], names: Iterable[str]) -> list[Variant]:
     return [known[n] for n in names]
 
 
-def spec_differences(spec: RunSpec, reference: RunSpec | None = None) -> dict[str, Any]:
-    """Dotted keys where `spec` differs from `reference` (defaults when None): what a variant changes."""
-    ref = (reference or RunSpec()).model_dump(mode="json")
-    return {k: v for k, v in flatten(spec.model_dump(mode="json")).items() if flatten(ref).get(k) != v}
-
-
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"loss": {"beta": 1}} -> {"loss.beta": 1}; lists stay values."""
     out: dict[str, Any] = {}
