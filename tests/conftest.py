@@ -44,3 +44,13 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE"):
             mp.delenv(var, raising=False)
         yield
+
+
+@pytest.fixture(autouse=True)
+def no_weight_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the network: a VGG16 download that a test did not stub itself fails at once."""
+
+    def refuse(url: str, *args: object, **kwargs: object) -> None:
+        raise OSError(f"tests do not download ({url}); stub torch.hub.download_url_to_file")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)

@@ -1,7 +1,8 @@
-"""VGG16 perceptual distance: shape, units, frozen network, and the weights file (never downloaded)."""
+"""VGG16 perceptual distance: shape, units, frozen network, and the weights file (downloaded when absent; the download is stubbed)."""
 
 from __future__ import annotations
 
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -61,14 +62,25 @@ def test_gradients_reach_the_images_but_not_the_frozen_vgg(vgg: VGGPerceptual) -
     assert not vgg.training  # stays a fixed function in the trainer's train mode
 
 
-def test_missing_imagenet_weights_fail_fast_naming_the_file_and_url(
+def _vgg_state(seed: int = 1) -> tuple[nn.Sequential, dict[str, torch.Tensor]]:
+    """A stand-in for vgg16-397923af.pth holding torchvision's key names (only the layers relu1_2 needs)."""
+    torch.manual_seed(seed)
+    source = make_layers(cfgs["D"])[:4]
+    state = {f"features.{k}": v for k, v in source.state_dict().items()}
+    state["classifier.6.bias"] = torch.zeros(1000)
+    return source, state
+
+
+def test_missing_weights_that_cannot_be_downloaded_fail_fast_naming_the_file_url_and_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the perceptual loss must never try to download")
+    calls: list[str] = []
+
+    def no_network(url: str, dst: str, *args: object, **kwargs: object) -> None:
+        calls.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     expected = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
     assert vgg16_weights_path() == expected
@@ -77,17 +89,43 @@ def test_missing_imagenet_weights_fail_fast_naming_the_file_and_url(
             attempt()
         assert str(expected) in str(error.value)
         assert VGG16_Weights.IMAGENET1K_V1.url in str(error.value)
+        assert "name resolution" in str(error.value)  # why the download failed
+    assert calls == [VGG16_Weights.IMAGENET1K_V1.url] * 2
+    assert not expected.exists()
+    with pytest.raises(UserError, match="downloading is turned off"):
+        check_vgg_weights_available(download=False)
+    assert len(calls) == 2
+
+
+def test_missing_weights_are_downloaded_into_the_torch_cache_with_a_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, state = _vgg_state()
+    seen: dict[str, object] = {}
+
+    def fake_download(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> None:
+        seen.update(url=url, dst=dst, hash_prefix=hash_prefix, progress=progress)
+        torch.save(state, dst)
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    path = check_vgg_weights_available()
+    assert path == vgg16_weights_path() and path.is_file()
+    assert seen == {
+        "url": VGG16_Weights.IMAGENET1K_V1.url,
+        "dst": str(path),
+        "hash_prefix": "397923af",  # torch.hub checks the file's SHA-256 against it
+        "progress": True,
+    }
+    vgg = VGGPerceptual(["relu1_2"], weights="imagenet")  # the file is there now: no second download
+    assert torch.equal(vgg.features[0].weight, source[0].weight)
 
 
 def test_imagenet_weights_are_loaded_from_the_torch_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A stand-in for vgg16-397923af.pth holding torchvision's key names (only the layers relu1_2 needs).
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    torch.manual_seed(1)
-    source = make_layers(cfgs["D"])[:4]
-    state = {f"features.{k}": v for k, v in source.state_dict().items()}
-    state["classifier.6.bias"] = torch.zeros(1000)
+    source, state = _vgg_state()
     path = vgg16_weights_path()
     path.parent.mkdir(parents=True)
     torch.save(state, path)

@@ -7,7 +7,6 @@ the agent's command line and `vaebench run --parallel` run the real trainer on t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -25,11 +24,15 @@ import vaebench.sweep as sweep_module
 from tiny import QUICKSTART, TINY, set_args
 from vaebench.checkpoint import load_checkpoint
 from vaebench.cli import app
+from vaebench.sweep import engine_available
 from vaebench.sweepfile import agent_command, load_sweep, localize, plain
 from vaebench.tracking import Tracker
 
 # The controller needs W&B's sweep engine, an optional extra (README, Sweeps); the rest does not.
-engine = pytest.mark.skipif(importlib.util.find_spec("sweeps") is None, reason="pip install sweeps (README)")
+engine = pytest.mark.skipif(
+    not engine_available(),
+    reason="W&B's sweep engine is not installed: the README's install command installs it",
+)
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = Path(__file__).resolve().parent / "sweep_fake_run.py"
 # The tiny real run of test_train.py (16x16 images, one level, 12 steps), as --set options.
@@ -302,6 +305,22 @@ def test_missing_sweep_engine_says_how_to_install_it(tmp_path: Path, monkeypatch
     monkeypatch.setitem(sys.modules, "sweeps", None)  # `import sweeps` raises ImportError
     result = sweep(tmp_path, fake_sweep(tmp_path, "grid", {"x": {"values": [1]}}))
     assert result.exit_code == 1 and "pip install --no-deps sweeps==0.3.0" in result.output
+    assert ".[sweeps]" in result.output and "Traceback" not in result.output
+
+
+def test_the_sweeps_folder_of_this_repository_is_not_taken_for_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the repository root, without the engine installed, `import sweeps` finds the folder of
+    sweep files as a namespace package: that must read as "not installed", not as an AttributeError."""
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    monkeypatch.delitem(sys.modules, "sweeps", raising=False)
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])  # only the folder, no site-packages
+    assert not engine_available()
+    assert "sweeps" not in sys.modules
+    result = sweep(tmp_path, fake_sweep(tmp_path, "grid", {"x": {"values": [1]}}))
+    assert result.exit_code == 1 and ".[sweeps]" in result.output and str(folder) in result.output
 
 
 # ----------------------------------------------------------------------------- what a W&B agent runs

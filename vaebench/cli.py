@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from typing import Annotated
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vaebench.errors import UserError
@@ -48,7 +50,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # escaped: rich would read `.[sweeps]` or `[0.9, 0.999]` in a message as markup and drop it
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -134,13 +137,20 @@ def data_prepare(
                 console.print(f"[green]{split}[/]: {path}")
 
 
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+def parse_device(text: str) -> str:
+    """--device: auto, cpu, cuda or cuda:N; anything else is a usage error naming the option."""
+    text = text.strip().lower()
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise typer.BadParameter(f"{text!r} is not a device: give auto, cpu, cuda or cuda:N (e.g. cuda:1).")
 
 
-DeviceOption = Annotated[DeviceChoice, typer.Option(help="auto: CUDA when available, else CPU.")]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        parser=parse_device, metavar="auto|cpu|cuda|cuda:N", help="auto: CUDA when available, else CPU."
+    ),
+]
 
 
 class ExecutorChoice(str, Enum):
@@ -201,7 +211,7 @@ def run(
         list[int] | None, typer.Option(help="Only this seed (repeatable); default: the spec's.")
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.", envvar=RUNS_DIR_ENV)] = Path("runs"),
-    device: DeviceOption = DeviceChoice.auto,
+    device: DeviceOption = "auto",
     force: Annotated[
         bool, typer.Option(help="Retrain finished runs (the old folder is kept as *.replaced-*).")
     ] = False,
@@ -227,7 +237,7 @@ def run(
 ) -> None:
     """Train every variant x seed of an experiment; rerunning resumes unfinished runs, skips finished ones."""
     from vaebench.progress import PlainProgress, RichProgress
-    from vaebench.runner import plan_runs, preflight, run_parallel, run_queue
+    from vaebench.runner import check_runs_dir, plan_runs, preflight, run_parallel, run_queue
 
     in_sweep = sweep_run_suffix()
     with user_errors():
@@ -239,12 +249,13 @@ def run(
                 "(variants x seeds): select one in the sweep's command with --variant NAME --seed K, or "
                 "set a single seed with the seeds parameter (seeds: {values: [[0], [1]]})."
             )
+        check_runs_dir(runs_dir)
         preflight(plan)
         if executor == ExecutorChoice.local and (parallel or 1) == 1 and devices is None:
             progress = PlainProgress(console) if quiet else RichProgress(console)
             with progress:
                 progress.queue(len(plan))
-                results = run_queue(plan, device=device.value, force=force, reporter=progress)
+                results = run_queue(plan, device=device, force=force, reporter=progress)
         else:
             from vaebench.spec import SlurmSpec
             from vaebench.workers import Board, make_executor, python_vaebench
@@ -260,7 +271,7 @@ def run(
                 default_jobs=len(plan),
             )
             worker = [*python_vaebench(), "run", str(spec), "--runs-dir", str(runs_dir), "--quiet"]
-            worker += ["--device", device.value, *(["--force"] if force else [])]
+            worker += ["--device", device, *(["--force"] if force else [])]
             worker += [*(["--suffix", suffix or in_sweep] if suffix or in_sweep else [])]
             worker += [arg for item in set_ or [] for arg in ("--set", item)] + list(ctx.args)
             with Board(console, len(plan), plain=quiet) as board:
@@ -287,7 +298,7 @@ def results_table(results: list) -> Table:
             f"[{colours.get(r.status, '')}]{r.status}[/]",
             f"{val:.4f}" if isinstance(val, float) else "-",
             f"{test:.4f}" if isinstance(test, float) else "-",
-            f"{r.wall_s:.0f} s" if r.status == "finished" else (r.error or "")[:300],
+            f"{r.wall_s:.0f} s" if r.status == "finished" else escape((r.error or "")[:300]),
         )
     return table
 
@@ -442,7 +453,7 @@ def evaluate(
     checkpoint: Annotated[
         CheckpointChoice, typer.Option(help="Which checkpoint to evaluate.")
     ] = CheckpointChoice.best,
-    device: DeviceOption = DeviceChoice.auto,
+    device: DeviceOption = "auto",
 ) -> None:
     """Evaluate trained runs (bits/dim bounds, reconstruction, latent usage) and record the results.
 
@@ -468,7 +479,7 @@ def evaluate(
                     iw_samples=iw_samples,
                     batch_size=batch_size,
                     checkpoint=checkpoint.value,
-                    device=device.value,
+                    device=device,
                     progress=progress,
                 )
                 results.append((run_dir, metrics))
@@ -546,8 +557,13 @@ def report(
     figure_images: Annotated[int, typer.Option(min=2, help="Images per row of the write-up figures.")] = 8,
     figure_scale: Annotated[int, typer.Option(min=1, help="Pixel enlargement of the write-up figures.")] = 2,
     device: Annotated[
-        DeviceChoice, typer.Option(help="Device for the write-up figures (auto: CUDA when available).")
-    ] = DeviceChoice.cpu,
+        str,
+        typer.Option(
+            parser=parse_device,
+            metavar="auto|cpu|cuda|cuda:N",
+            help="Device for the write-up figures (auto: CUDA when available).",
+        ),
+    ] = "cpu",
 ) -> None:
     """Tables, plots and write-up figures of an experiment's runs, tied together in report.md and report.html.
 
@@ -568,7 +584,7 @@ def report(
             figures=figures,
             figure_images=figure_images,
             figure_scale=figure_scale,
-            device=device.value,
+            device=device,
             console=console,
         )
     variants = format_variant_table(read_variant_table(path / "tables" / "variants.csv"))

@@ -29,36 +29,21 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vaebench.errors import UserError
 from vaebench.spec import RunSpec
+from vaebench.yamlfile import Yaml12Loader, read_yaml_file
 
 Overrides = dict[str, Any]
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: only true/false are booleans.
-
-    YAML 1.1 reads `on`, `off`, `yes`, `no` as booleans, which would turn a grid level named
-    `off` into `False`. Fields typed bool still accept those words (pydantic parses them).
-    """
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
 def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)
+    """One YAML 1.2 literal or document from a string (override values); errors are yaml.YAMLError."""
+    return yaml.load(text, Loader=Yaml12Loader)
 
 
 # ----------------------------------------------------------------------------- override parsing
@@ -127,11 +112,16 @@ def apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
 # ----------------------------------------------------------------------------- error messages
 
 
-def _loc_to_path(loc: tuple[Any, ...], data: Any) -> tuple[str, Any]:
-    """Turn a pydantic error location into a dotted path, dropping union tags, and find the input."""
+def _loc_to_path(loc: tuple[Any, ...], data: Any) -> tuple[str, Any, str | None]:
+    """A pydantic error location as (dotted path, the input there, the defaulted kind passed through).
+
+    Union tags (`data.synthetic.root`) are dropped: they are not keys the user wrote. A tagged section
+    written without `kind` takes its default kind, which is returned so the message can say so.
+    """
     parts: list[str] = []
     node = data
-    for item in loc:
+    defaulted = None
+    for position, item in enumerate(loc):
         if isinstance(node, Mapping) and item in node:
             node = node[item]
             parts.append(str(item))
@@ -140,25 +130,39 @@ def _loc_to_path(loc: tuple[Any, ...], data: Any) -> tuple[str, Any]:
             parts.append(str(item))
         elif isinstance(item, str) and isinstance(node, Mapping) and node.get("kind") == item:
             continue  # the tag of a discriminated union, not a key the user wrote
+        elif (
+            isinstance(item, str)
+            and isinstance(node, Mapping)
+            and "kind" not in node
+            and position < len(loc) - 1
+        ):
+            defaulted = f"{'.'.join(parts)}.kind" if parts else "kind", item
+            continue  # the tag of the default kind, filled in for a section written without `kind`
         else:
             parts.append(str(item))
             node = None
-    return ".".join(parts), node
+    hint = f"{defaulted[0]} is not given, so it is the default, {defaulted[1]!r}" if defaulted else None
+    return ".".join(parts), node, hint
 
 
 def format_validation_error(err: ValidationError, data: Any, source: str) -> str:
     """One line per problem: where (file and dotted path), what was given, what is allowed."""
     lines = [f"Invalid spec in {source}:"]
     for e in err.errors():
-        path, given = _loc_to_path(tuple(e["loc"]), data)
-        msg = e["msg"]
+        path, given, defaulted = _loc_to_path(tuple(e["loc"]), data)
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling; `vaebench spec show` lists the defaults)"
+            if defaulted:
+                msg = f"unknown key: {defaulted} (set the kind whose field this is)"
         elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
             msg = f"must be one of {e['ctx']['expected']}"
         elif e["type"] == "union_tag_invalid":
             msg = f"unknown kind; allowed kinds: {e['ctx']['expected_tags']}"
-        shown = "" if e["type"] in ("missing", "extra_forbidden") else f" (given: {given!r})"
+        elif e["type"] == "finite_number":
+            msg = "must be a finite number (inf and nan cannot train)"
+        plain = e["type"] in ("missing", "extra_forbidden") or not e["loc"]
+        shown = "" if plain else f" (given: {given!r})"
         lines.append(f"  - {path or '<top level>'}: {msg}{shown}")
     return "\n".join(lines)
 
@@ -173,9 +177,22 @@ def validate_run_spec(tree: dict[str, Any], source: str) -> RunSpec:
 # ----------------------------------------------------------------------------- experiment files
 
 
+def _folder_name(name: str) -> str:
+    """Names become folders (runs/<experiment>/<variant>/): no `/`, no `.`/`..`, nothing hidden."""
+    if not re.fullmatch(r"[\w.=+-]+", name) or name.startswith("."):
+        raise ValueError(
+            "must be a folder name: letters, digits and _ . = + - only, not starting with a dot "
+            "(it becomes a folder under runs/)"
+        )
+    return name
+
+
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
 class VariantEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[\w.=+-]+$", description="Folder-safe name of the variant.")
+    name: FolderName = Field(description="Folder-safe name of the variant.")
     set: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides of the base.")
 
 
@@ -183,7 +200,7 @@ class ExperimentFile(BaseModel):
     """The YAML as written; `expand` turns it into validated variants."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[\w.=+-]+$")
+    name: FolderName
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
     variants: list[VariantEntry] | None = None
@@ -193,6 +210,15 @@ class ExperimentFile(BaseModel):
     def _one_kind_of_variants(self) -> ExperimentFile:
         if self.variants is not None and self.grid is not None:
             raise ValueError("give either `variants` or `grid`, not both")
+        if self.variants is not None and not self.variants:
+            raise ValueError(
+                "`variants` is empty: list at least one variant, or leave the key out to run `base`"
+            )
+        if self.grid is not None and not self.grid:
+            raise ValueError("`grid` is empty: give at least one axis, or leave the key out to run `base`")
+        for axis, levels in (self.grid or {}).items():
+            if not levels:
+                raise ValueError(f"grid axis {axis!r} has no levels, so the grid would have no variant")
         if self.variants is not None:
             names = [v.name for v in self.variants]
             dupes = sorted({n for n in names if names.count(n) > 1})
@@ -228,16 +254,26 @@ def _grid_axes(grid: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, Overr
     return axes
 
 
-def load_yaml(path: Path) -> Any:
-    if not path.is_file():
+def _check_grid_names(path: Path, names: list[str]) -> None:
+    """Grid variant names are folder names made from the levels: they must be valid and distinct."""
+    for name in names:
+        try:
+            _folder_name(name)
+        except ValueError as err:
+            raise UserError(
+                f"{path}: the grid makes a variant named {name!r}, which {err}. Rename the level."
+            ) from None
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
         raise UserError(
-            f"Experiment file {path} does not exist. Experiments live under experiments/, e.g. "
-            "experiments/quickstart.yaml."
+            f"{path}: two grid levels make the same variant name {repeated[0]!r} (level names keep only "
+            "letters, digits and _ . + -); give the levels names that differ, e.g. as a mapping "
+            "`axis: {name: {dotted.key: value}}`."
         )
-    try:
-        return yaml_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {err}") from None
+
+
+def load_yaml(path: Path) -> Any:
+    return read_yaml_file(path, "Experiment file", "experiments/quickstart.yaml")
 
 
 def load_experiment(path: Path | str, overrides: Mapping[str, Any] | None = None) -> list[Variant]:
@@ -262,6 +298,7 @@ def load_experiment(path: Path | str, overrides: Mapping[str, Any] | None = None
             levels = {axis: level for (axis, _), (level, _) in zip(axes, combo, strict=True)}
             name = "_".join(f"{axis}-{level}" for axis, level in levels.items())
             entries.append((name, levels, merged))
+        _check_grid_names(path, [name for name, _, _ in entries])
     elif exp.variants:
         entries = [(v.name, {"variant": v.name}, dict(v.set)) for v in exp.variants]
     else:

@@ -1,13 +1,15 @@
 """VGG16 perceptual loss (Johnson et al. 2016): squared distances between frozen VGG16 activations.
 
-The ImageNet weights are read from the torch hub cache and never downloaded here: cluster nodes often
-have no internet, and a run that fails after its data loading has started wastes a queue slot. Call
-`check_vgg_weights_available()` before training to fail fast with instructions.
+The ImageNet weights are read from the torch hub cache. When the file is absent they are downloaded there
+with torchvision's own download (and its progress bar) before training starts; where that fails (cluster
+nodes often have no internet) `check_vgg_weights_available()` fails fast with instructions, before a
+run has used its queue slot on data loading.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -37,20 +39,49 @@ def vgg16_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def check_vgg_weights_available() -> Path:
-    """Return the path of the ImageNet VGG16 weights, or raise a UserError saying how to get them."""
+DOWNLOAD_TIMEOUT_S = 30.0
+"""Socket timeout of the weights download: a firewall that drops packets fails in seconds, not hours."""
+
+
+def download_vgg_weights(path: Path) -> None:
+    """torchvision's own download of VGG16_Weights.IMAGENET1K_V1 into the torch cache, with a progress bar.
+
+    torch.hub writes to a temporary file beside `path` and checks the SHA-256 prefix in the file name
+    (397923af) before moving it into place, so an interrupted or corrupted download leaves no file.
+    """
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    hash_prefix = path.stem.rsplit("-", 1)[-1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def check_vgg_weights_available(download: bool = True) -> Path:
+    """The path of the ImageNet VGG16 weights, downloaded first if absent; a UserError saying how to get
+    them when they are absent and cannot be downloaded (no internet on a cluster node, say)."""
     path = vgg16_weights_path()
-    if not path.is_file():
-        url = VGG16_Weights.IMAGENET1K_V1.url
-        raise UserError(
-            f"The perceptual loss (loss.perceptual_weight > 0, loss.vgg_weights = 'imagenet') needs the "
-            f"VGG16 ImageNet weights at {path}, and that file does not exist. vaebench does not download "
-            f"weights. On a machine with internet access run\n"
-            f"    mkdir -p {path.parent} && curl -L -o {path} {url}\n"
-            f"(or copy the file there from another machine's torch cache; set TORCH_HOME to use another "
-            f"cache folder), or set loss.perceptual_weight to 0."
-        )
-    return path
+    if path.is_file():
+        return path
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    why = "downloading is turned off"
+    if download:
+        try:
+            download_vgg_weights(path)
+            return path
+        except Exception as error:  # no network, DNS, timeout, HTTP error, hash mismatch, full disk
+            why = f"downloading it failed ({type(error).__name__}: {error})"
+    raise UserError(
+        f"The perceptual loss (loss.perceptual_weight > 0, loss.vgg_weights = 'imagenet') needs the "
+        f"VGG16 ImageNet weights at {path}; that file does not exist and {why}. On a machine with "
+        f"internet access run\n"
+        f"    mkdir -p {path.parent} && curl -L -o {path} {url}\n"
+        f"(or copy the file there from another machine's torch cache; set TORCH_HOME to use another "
+        f"cache folder), or set loss.perceptual_weight to 0."
+    )
 
 
 class VGGPerceptual(nn.Module):

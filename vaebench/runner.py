@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 from vaebench.errors import UserError
 from vaebench.experiments import Variant
 from vaebench.runfolder import RunPaths, read_json, run_dir
+from vaebench.spec import RunSpec, SyntheticDataSpec
 from vaebench.train import Device, Reporter, RunResult, check_same_training_spec, train
 from vaebench.workers import Board, Executor, Job, Outcome, error_line, run_pool
 
@@ -33,6 +36,9 @@ def plan_runs(
     """
     if suffix is not None and not re.fullmatch(r"[\w.=-]+", suffix):
         raise UserError(f"Run name suffix {suffix!r}: use letters, digits and . = - _ only.")
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise UserError(f"--seed {repeated[0]} is given twice: each seed is one run folder; give each once.")
     planned = []
     for v in variants:
         named = replace(v, name=f"{v.name}+{suffix}") if suffix else v
@@ -41,8 +47,50 @@ def plan_runs(
     return planned
 
 
+def check_runs_dir(runs_dir: Path) -> None:
+    """--runs-dir must be a folder this process can create and write in; checked before any run starts."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(f"--runs-dir {runs_dir} is a file, not a folder: give a folder for the run folders.")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"--runs-dir {runs_dir} cannot be written ({err.strerror}): give a folder you can write in, "
+            "e.g. --runs-dir $HOME/runs or a scratch disk."
+        ) from None
+
+
+def physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_synthetic_memory(spec: RunSpec, memory: int | None = None) -> None:
+    """Synthetic splits are rendered into memory as uint8: refuse sizes this machine cannot hold.
+
+    The render is float32 in batches, then uint8: about 3 * S^2 bytes an image for the three splits.
+    """
+    data = spec.data
+    if not isinstance(data, SyntheticDataSpec):
+        return
+    memory = physical_memory_bytes() if memory is None else memory
+    per_image = 3 * data.image_size**2
+    need = (data.train_size + data.val_size + data.test_size) * per_image
+    if memory is not None and need > memory // 2:
+        raise UserError(
+            f"The synthetic splits (data.train_size = {data.train_size:,}, data.val_size = "
+            f"{data.val_size:,}, data.test_size = {data.test_size:,} images of side {data.image_size}) need "
+            f"{need / 2**30:,.1f} GiB of memory, more than half of this machine's {memory / 2**30:,.1f} GiB. "
+            "Lower data.train_size (4096 trains the quickstart) or data.image_size."
+        )
+
+
 def preflight(plan: Sequence[PlannedRun]) -> None:
-    """Check, before the first step of the first run, what a person must fix: data and VGG weights."""
+    """Check, before the first step of the first run, what a person must fix: data, memory, VGG weights."""
     from vaebench.data import check_data
     from vaebench.perceptual import check_vgg_weights_available
 
@@ -51,6 +99,7 @@ def preflight(plan: Sequence[PlannedRun]) -> None:
         spec = item.variant.spec
         key = spec.data.model_dump_json()
         if key not in checked:
+            check_synthetic_memory(spec)
             check_data(spec.data)
             checked.add(key)
         if spec.loss.perceptual_weight > 0 and spec.loss.vgg_weights == "imagenet":

@@ -12,15 +12,54 @@ unless a name says `bpd` (bits per dimension, D = C * H * W).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+"""An int that refuses booleans: pydantic alone reads `latent_dim: true` as 1."""
+Float = Annotated[float, BeforeValidator(_not_bool)]
+"""A float that refuses booleans (finiteness comes from `Section`'s allow_inf_nan=False)."""
 
 
 class Section(BaseModel):
-    """Base for every spec section: unknown keys are errors, values are validated on assignment."""
+    """Base for every spec section: unknown keys are errors, values are validated on assignment.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    Floats must be finite: `inf`/`nan` pass pydantic's `gt=0` but cannot train. Number fields are
+    typed `Int`/`Float`, which refuse booleans.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def default_kind(kind: str) -> BeforeValidator:
+    """A tagged section written without its `kind` is the default kind, as an absent section would be.
+
+    Without this pydantic answers `data: {image_size: 40}` with "Unable to extract tag using
+    discriminator", hiding the real problem (here: the image size).
+    """
+
+    def fill(value: Any) -> Any:
+        return {"kind": kind, **value} if isinstance(value, dict) and "kind" not in value else value
+
+    return BeforeValidator(fill)
+
+
+Positive = Annotated[Int, Field(ge=1)]
 
 
 # ----------------------------------------------------------------------------- data
@@ -30,13 +69,17 @@ class SyntheticDataSpec(Section):
     """Procedurally generated images with known generative factors (runs anywhere, no download)."""
 
     kind: Literal["synthetic"] = "synthetic"
-    train_size: int = Field(4096, ge=1, description="Images in the train split.")
-    val_size: int = Field(256, ge=1, description="Images in the validation split.")
-    test_size: int = Field(256, ge=1, description="Images in the test split.")
-    image_size: int = Field(64, ge=8, description="Side of the square images, in pixels.")
-    seed: int = Field(0, description="Seed of the generator; split i uses seed + i, so splits differ.")
+    train_size: Int = Field(4096, ge=1, description="Images in the train split.")
+    val_size: Int = Field(
+        256, ge=2, description="Images in the validation split (2 at least: variances over images)."
+    )
+    test_size: Int = Field(
+        256, ge=2, description="Images in the test split (2 at least: variances over images)."
+    )
+    image_size: Int = Field(64, ge=8, le=1024, description="Side of the square images, in pixels.")
+    seed: Int = Field(0, description="Seed of the generator; split i uses seed + i, so splits differ.")
     flip: bool = Field(False, description="Random horizontal flips of training images.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    num_workers: Int = Field(0, ge=0, description="DataLoader worker processes.")
 
 
 class CelebADataSpec(Section):
@@ -46,21 +89,25 @@ class CelebADataSpec(Section):
     root: Path = Field(
         Path("data"), description="Folder holding `celeba/` (torchvision layout) or the Kaggle mirror."
     )
-    crop: int = Field(
+    crop: Int = Field(
         148, ge=1, description="Centre crop (pixels) of the 178x218 aligned images before resizing."
     )
-    image_size: int = Field(64, ge=8, description="Side of the square images after resizing, in pixels.")
+    image_size: Int = Field(
+        64, ge=8, le=1024, description="Side of the square images after resizing, in pixels."
+    )
     cache_dir: Path | None = Field(
         None,
         description="Folder of the uint8 cache written by `vaebench data prepare` (default: <root>/cache).",
     )
     flip: bool = Field(False, description="Random horizontal flips of training images.")
-    num_workers: int = Field(
+    num_workers: Int = Field(
         2, ge=0, description="DataLoader worker processes (JPEG decoding without a cache)."
     )
 
 
-DataSpec = Annotated[SyntheticDataSpec | CelebADataSpec, Field(discriminator="kind")]
+DataSpec = Annotated[
+    SyntheticDataSpec | CelebADataSpec, Field(discriminator="kind"), default_kind("synthetic")
+]
 
 
 # ----------------------------------------------------------------------------- model
@@ -75,15 +122,15 @@ class IsotropicDecoderSpec(Section):
     """
 
     kind: Literal["isotropic"] = "isotropic"
-    sigma: float = Field(0.1, gt=0, description="Fixed decoder standard deviation, in [0, 1] pixel units.")
+    sigma: Float = Field(0.1, gt=0, description="Fixed decoder standard deviation, in [0, 1] pixel units.")
 
 
 class VarianceDecoderSpec(Section):
     """p(x|z) = N(mean(z), diag(sigma^2(z))): the decoder predicts a per-pixel log-variance."""
 
     kind: Literal["variance"] = "variance"
-    logvar_min: float = Field(-10.0, description="Lower bound of the predicted log-variance.")
-    logvar_max: float = Field(10.0, description="Upper bound of the predicted log-variance.")
+    logvar_min: Float = Field(-10.0, description="Lower bound of the predicted log-variance.")
+    logvar_max: Float = Field(10.0, description="Upper bound of the predicted log-variance.")
     bound: Literal["soft", "hard"] = Field(
         "soft", description="soft: min + (max - min) * sigmoid(raw), keeps gradients; hard: clamp."
     )
@@ -99,30 +146,32 @@ class SigmaVAEDecoderSpec(Section):
     """sigma-VAE (Rybkin et al. 2021): one learned sigma for all pixels, calibrated by the likelihood."""
 
     kind: Literal["sigma_vae"] = "sigma_vae"
-    init_sigma: float = Field(
+    init_sigma: Float = Field(
         0.1, gt=0, description="Initial value of the learned sigma, [0, 1] pixel units."
     )
-    min_log_sigma: float = Field(-6.0, description="Lower bound of log sigma, for numerical safety.")
+    min_log_sigma: Float = Field(-6.0, description="Lower bound of log sigma, for numerical safety.")
 
 
 DecoderSpec = Annotated[
-    IsotropicDecoderSpec | VarianceDecoderSpec | SigmaVAEDecoderSpec, Field(discriminator="kind")
+    IsotropicDecoderSpec | VarianceDecoderSpec | SigmaVAEDecoderSpec,
+    Field(discriminator="kind"),
+    default_kind("isotropic"),
 ]
 
 
 class ModelSpec(Section):
     """The reference ResNet-style conv VAE; widths and depths shrink it for CPU runs."""
 
-    stem_channels: int = Field(64, ge=1, description="Channels of the initial conv at full resolution.")
-    channels: list[int] = Field(
+    stem_channels: Int = Field(64, ge=1, description="Channels of the initial conv at full resolution.")
+    channels: list[Positive] = Field(
         [128, 256, 512], min_length=1, description="Channels of each level; each level halves the resolution."
     )
-    blocks_per_level: int = Field(1, ge=0, description="Residual bottleneck blocks per level.")
-    latent_dim: int = Field(256, ge=1, description="Size of the latent z.")
-    se_ratio: int = Field(4, ge=1, description="Squeeze-and-excitation channel reduction.")
-    bottleneck_ratio: int = Field(4, ge=1, description="Channel reduction inside residual bottlenecks.")
-    layerscale_init: float = Field(1e-6, description="Initial LayerScale gamma of residual branches.")
-    max_groups: int = Field(
+    blocks_per_level: Int = Field(1, ge=0, description="Residual bottleneck blocks per level.")
+    latent_dim: Int = Field(256, ge=1, description="Size of the latent z.")
+    se_ratio: Int = Field(4, ge=1, description="Squeeze-and-excitation channel reduction.")
+    bottleneck_ratio: Int = Field(4, ge=1, description="Channel reduction inside residual bottlenecks.")
+    layerscale_init: Float = Field(1e-6, description="Initial LayerScale gamma of residual branches.")
+    max_groups: Int = Field(
         32, ge=1, description="GroupNorm groups (the largest divisor of the width up to this)."
     )
     decoder: DecoderSpec = Field(default_factory=IsotropicDecoderSpec)
@@ -143,8 +192,8 @@ class LossSpec(Section):
         description="discretized: Gaussian integrated over each of the 256 bins (exact for 8-bit data); "
         "continuous: Gaussian density plus the log(1/255) bin-width correction.",
     )
-    beta: float = Field(1.0, ge=0, description="Final KL weight (the annealing schedule scales it).")
-    perceptual_weight: float = Field(
+    beta: Float = Field(1.0, ge=0, description="Final KL weight (the annealing schedule scales it).")
+    perceptual_weight: Float = Field(
         0.0, ge=0, description="Weight of the VGG16 perceptual loss; 0 disables it."
     )
     perceptual_layers: list[Literal["relu1_2", "relu2_2", "relu3_3", "relu4_3"]] = Field(
@@ -161,16 +210,16 @@ class AnnealSpec(Section):
     """KL weight as a pure function of the training step (see `vaebench.annealing`)."""
 
     schedule: Literal["constant", "linear", "cosine", "cyclical"] = "linear"
-    start: float = Field(0.0, ge=0, description="Weight (fraction of loss.beta) at step 0.")
-    end: float = Field(1.0, ge=0, description="Weight (fraction of loss.beta) after warm-up.")
-    warmup_steps: int = Field(
+    start: Float = Field(0.0, ge=0, description="Weight (fraction of loss.beta) at step 0.")
+    end: Float = Field(1.0, ge=0, description="Weight (fraction of loss.beta) after warm-up.")
+    warmup_steps: Int = Field(
         1000, ge=0, description="Steps to go from start to end (linear, cosine; cyclical uses ramp_fraction)."
     )
-    cycles: int = Field(4, ge=1, description="cyclical only: number of cycles over train.steps.")
-    ramp_fraction: float = Field(
+    cycles: Int = Field(4, ge=1, description="cyclical only: number of cycles over train.steps.")
+    ramp_fraction: Float = Field(
         0.5, gt=0, le=1, description="cyclical only: fraction of each cycle spent ramping (Fu et al. 2019)."
     )
-    free_bits: float = Field(
+    free_bits: Float = Field(
         0.0, ge=0, description="Free bits: KL per latent dim below this (nats) is not penalised."
     )
 
@@ -180,32 +229,34 @@ class AnnealSpec(Section):
 
 class OptimSpec(Section):
     name: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: Float = Field(1e-4, gt=0, description="Peak learning rate.")
+    betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="Adam's (beta1, beta2), each in [0, 1)."
+    )
+    weight_decay: Float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine"] = Field("constant", description="Learning rate after warm-up.")
-    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up.")
+    warmup_steps: Int = Field(0, ge=0, description="Linear learning-rate warm-up.")
 
 
 class TrainSpec(Section):
-    steps: int | None = Field(None, ge=1, description="Optimizer steps (give steps or epochs).")
-    epochs: float | None = Field(
+    steps: Int | None = Field(None, ge=1, description="Optimizer steps (give steps or epochs).")
+    epochs: Float | None = Field(
         None, gt=0, description="Passes over the train split (give steps or epochs)."
     )
-    batch_size: int = Field(32, ge=1)
+    batch_size: Int = Field(32, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU."
     )
-    grad_clip: float | None = Field(
+    grad_clip: Float | None = Field(
         1.0, gt=0, description="Max global gradient norm; null disables clipping."
     )
-    log_every: int = Field(50, ge=1, description="Steps between lines of metrics.jsonl.")
-    val_every: int = Field(500, ge=1, description="Steps between validations (and best-checkpoint updates).")
-    val_batches: int | None = Field(
+    log_every: Int = Field(50, ge=1, description="Steps between lines of metrics.jsonl.")
+    val_every: Int = Field(500, ge=1, description="Steps between validations (and best-checkpoint updates).")
+    val_batches: Int | None = Field(
         None, ge=1, description="Limit validation to this many batches (null: all)."
     )
-    checkpoint_every: int = Field(500, ge=1, description="Steps between writes of checkpoints/last.pt.")
-    skip_bad_batches: int = Field(0, ge=0, description="Non-finite batches skipped before the run stops.")
+    checkpoint_every: Int = Field(500, ge=1, description="Steps between writes of checkpoints/last.pt.")
+    skip_bad_batches: Int = Field(0, ge=0, description="Non-finite batches skipped before the run stops.")
     compile: Literal["auto", "on", "off"] = Field(
         "auto",
         description="torch.compile the fast path's train step: auto on CUDA only (with CUDA graphs), on "
@@ -222,19 +273,19 @@ class TrainSpec(Section):
 
 class EvalSpec(Section):
     split: Literal["train", "val", "test"] = "test"
-    iw_samples: int = Field(
+    iw_samples: Int = Field(
         100, ge=1, description="K of the importance-weighted bound (1000 for final numbers)."
     )
-    batch_size: int = Field(64, ge=1, description="Images per forward pass during evaluation.")
-    mi_batch_size: int = Field(
+    batch_size: Int = Field(64, ge=1, description="Images per forward pass during evaluation.")
+    mi_batch_size: Int = Field(
         256, ge=2, description="Minibatch of the mutual-information estimator; MI is bounded by its log."
     )
-    active_threshold: float = Field(0.01, gt=0, description="Var_x E_q[z_d|x] above this makes dim d active.")
-    max_images: int | None = Field(
-        None, ge=1, description="Evaluate on at most this many images (null: all)."
+    active_threshold: Float = Field(0.01, gt=0, description="Var_x E_q[z_d|x] above this makes dim d active.")
+    max_images: Int | None = Field(
+        None, ge=2, description="Evaluate on at most this many images, 2 at least (null: all)."
     )
     at_end: bool = Field(True, description="Evaluate automatically when training finishes.")
-    seed: int = 0
+    seed: Int = 0
 
 
 class TrackingSpec(Section):
@@ -254,16 +305,16 @@ class SlurmSpec(Section):
 
     partition: str | None = Field(None, description="SLURM partition (null: the cluster's default).")
     account: str | None = Field(None, description="SLURM account to charge (null: the user's default).")
-    time_min: int = Field(1440, ge=1, description="Time limit of each job, in minutes.")
-    gpus_per_job: int = Field(1, ge=0, description="GPUs of each job (one run uses one).")
-    cpus_per_job: int = Field(8, ge=1, description="CPU cores of each job (data loading workers).")
-    mem_gb: int | None = Field(None, ge=1, description="Memory of each job in GB (null: the default).")
+    time_min: Int = Field(1440, ge=1, description="Time limit of each job, in minutes.")
+    gpus_per_job: Int = Field(1, ge=0, description="GPUs of each job (one run uses one).")
+    cpus_per_job: Int = Field(8, ge=1, description="CPU cores of each job (data loading workers).")
+    mem_gb: Int | None = Field(None, ge=1, description="Memory of each job in GB (null: the default).")
 
 
 class RunSpec(Section):
     """Everything one training run needs, apart from its seed."""
 
-    data: DataSpec = Field(default_factory=SyntheticDataSpec)
+    data: DataSpec = Field(default_factory=SyntheticDataSpec)  # type: ignore[assignment]
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: LossSpec = Field(default_factory=LossSpec)
     anneal: AnnealSpec = Field(default_factory=AnnealSpec)
@@ -272,4 +323,31 @@ class RunSpec(Section):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
-    seeds: list[int] = Field([0], min_length=1, description="One run per seed.")
+    seeds: list[Int] = Field([0], min_length=1, description="One run per seed; each seed once.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(
+                f"each seed may appear once (two runs of one seed share a folder); repeated: {repeated}"
+            )
+        return seeds
+
+    @model_validator(mode="after")
+    def _trainable(self) -> RunSpec:
+        """Cross-section checks that would otherwise fail as a torch error after the run folder exists."""
+        factor = 2 ** len(self.model.channels)
+        if self.data.image_size % factor != 0:
+            raise ValueError(
+                f"data.image_size ({self.data.image_size}) must be a multiple of {factor}: model.channels "
+                f"has {len(self.model.channels)} levels, each halving the resolution. Change data.image_size "
+                "or the number of entries in model.channels."
+            )
+        if isinstance(self.data, SyntheticDataSpec) and self.train.batch_size > self.data.train_size:
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) is larger than the train split "
+                f"(data.train_size = {self.data.train_size}); lower the batch size or enlarge the split."
+            )
+        return self

@@ -34,6 +34,7 @@ import hashlib
 import math
 import random
 import re
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -62,21 +63,42 @@ STATE_VERSION = 1
 MAX_INITIAL_FAILURES = 3  # like `wandb agent`: a sweep whose first runs all fail is broken, not unlucky
 HYPERBAND_EVERY_S = 2.0
 INSTALL_HINT = (
-    "`vaebench sweep` needs W&B's sweep engine, an optional extra (it pins numpy<2 but works with "
-    "numpy 2, so it is installed without its pins): pip install -e '.[sweeps]' && "
-    "pip install --no-deps sweeps==0.3.0"
+    "`vaebench sweep` needs W&B's sweep engine, the `sweeps` package of the optional extra `.[sweeps]`. "
+    "It pins numpy<2 but works with numpy 2, so install the extra, then the engine without its pins: "
+    "pip install -e '.[sweeps]' && pip install --no-deps sweeps==0.3.0 (the README's install command "
+    "does both)"
 )
 _SEED_DIR = re.compile(r"^seed\d+$")
 
 
 def import_sweeps() -> ModuleType:
-    """The `sweeps` package, without its pydantic deprecation warnings; if missing, how to install it."""
+    """The `sweeps` package, without its pydantic deprecation warnings; if missing, how to install it.
+
+    Run from this repository's root, `import sweeps` also finds the `sweeps/` folder of sweep files: a
+    namespace package with no code, which Python imports only when the real package is not installed.
+    That counts as missing, not as an engine without attributes.
+    """
     try:
         with engine_quiet():
             import sweeps
     except ImportError as err:
-        raise UserError(f"{INSTALL_HINT}\n({type(err).__name__}: {err})") from None
+        raise UserError(f"{INSTALL_HINT}.\n({type(err).__name__}: {err})") from None
+    if getattr(sweeps, "__file__", None) is None:  # the namespace package of a folder named sweeps/
+        del sys.modules["sweeps"]
+        folders = ", ".join(str(p) for p in getattr(sweeps, "__path__", []))
+        raise UserError(
+            f"{INSTALL_HINT}.\n(`import sweeps` found only the folder {folders}, not the package.)"
+        )
     return sweeps
+
+
+def engine_available() -> bool:
+    """Whether W&B's sweep engine is installed (a `sweeps/` folder on the path does not count)."""
+    try:
+        import_sweeps()
+    except UserError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

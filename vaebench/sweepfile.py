@@ -34,9 +34,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vaebench.errors import UserError
+from vaebench.yamlfile import SafeLoader, read_yaml_file
 
 # How the local controller tells a `vaebench run` process which sweep run it is and where runs go.
 SWEEP_RUN_ENV = "VAEBENCH_SWEEP_RUN"
@@ -89,17 +88,13 @@ def load_sweep(path: Path, sets: Mapping[str, Any] | None = None) -> dict[str, A
     so it reaches every run through ${args} like the searched parameters, and it is recorded in the
     sweep's state (a rerun with other --set values is another sweep). Setting a searched parameter
     is refused: the sweep would no longer search it.
-    The file is read with yaml.safe_load, as `wandb sweep` reads it, so both see the same values.
+    The file is read with yaml.safe_load's rules, as `wandb sweep` reads it, so both see the same values
+    (but a key written twice is refused, where yaml.safe_load keeps the last).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"Sweep file {path} does not exist. Sweep files live under sweeps/, e.g. sweeps/beta.yaml."
-        )
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {err}") from None
+    config = read_yaml_file(
+        path, "Sweep file", "sweeps/beta.yaml (sweep files live under sweeps/)", SafeLoader
+    )
     if not isinstance(config, dict):
         raise UserError(f"{path} must hold a mapping with `method`, `metric`, `parameters` and `command`.")
     method = config.get("method")

@@ -54,7 +54,8 @@ from vaebench.spec import RunSpec
 from vaebench.tracking import Tracker
 from vaebench.vae import VAE, build_model
 
-Device = Literal["auto", "cpu", "cuda"]
+Device = str
+"""auto, cpu, cuda or cuda:N (`vaebench.cli.parse_device` checks what a person types)."""
 
 
 class NumericalFault(UserError):
@@ -87,14 +88,21 @@ class RunResult:
 
 
 def resolve_device(device: Device) -> torch.device:
+    """auto, cpu, cuda or cuda:N as a torch.device; a CUDA device torch cannot see is a UserError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(
-            "--device cuda was asked for, but torch sees no CUDA device (torch.cuda.is_available() "
+            f"--device {device} was asked for, but torch sees no CUDA device (torch.cuda.is_available() "
             "is False). Use --device cpu, or install a CUDA build of torch."
         )
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise UserError(
+            f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0 "
+            "(CUDA_VISIBLE_DEVICES renumbers them). Give one of those, or --device cuda."
+        )
+    return resolved
 
 
 def autocast_dtype(spec: RunSpec, device: torch.device) -> torch.dtype | None:

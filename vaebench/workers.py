@@ -89,6 +89,12 @@ def device_slots(devices: str | None, parallel: int | None) -> list[str | None]:
             raise UserError("--devices is empty: give GPU indices such as 0,1,2,3, or cpu.")
         if "cpu" in listed and len(listed) > 1:
             raise UserError(f"--devices {devices}: give GPU indices or cpu, not both.")
+        bad = [d for d in listed if d != "cpu" and not (d or "").isdigit()]
+        if bad:
+            raise UserError(
+                f"--devices {devices}: {bad[0]!r} is not a GPU index; give indices as CUDA_VISIBLE_DEVICES "
+                "numbers them (e.g. 0,1,2,3; repeat one, 0,0, for two runs on a GPU), or cpu."
+            )
         parallel = parallel or len(listed)
     else:
         import torch
