@@ -1,4 +1,7 @@
-"""VGG16 perceptual distance: shape, units, frozen network, and the weights file (downloaded when absent; the download is stubbed)."""
+"""VGG16 perceptual distance: shape, units, frozen network, and the weights file.
+
+The weights are downloaded when absent; every download here is stubbed at torch.hub's boundary.
+"""
 
 from __future__ import annotations
 

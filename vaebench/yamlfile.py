@@ -27,21 +27,24 @@ class _NoDuplicatesMixin:
     """A loader that refuses a mapping holding the same key twice, with the line of the second one."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
+        first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)  # type: ignore[attr-defined]
+            line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                seen = key in first_line
             except TypeError:  # an unhashable key: let PyYAML give its own error
                 continue
-            if first != key_node.start_mark.line + 1:
+            if seen:
+                where = f"line {line}" if first_line[key] == line else f"lines {first_line[key]} and {line}"
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,
-                    f"the key {key!r} appears twice in one mapping (lines {first} and "
-                    f"{key_node.start_mark.line + 1}); YAML would silently keep only the last one",
+                    f"the key {key!r} appears twice in one mapping ({where}); YAML would silently keep "
+                    "only the last one",
                     key_node.start_mark,
                 )
+            first_line[key] = line
         return super().construct_mapping(node, deep=deep)  # type: ignore[misc]
 
 
@@ -105,8 +108,8 @@ def parse_yaml(text: str, where: str, loader: type[yaml.SafeLoader] = Yaml12Load
         raise UserError(f"{where} is not valid YAML: {err}") from None
     except RecursionError:
         raise UserError(
-            f"{where} nests mappings or lists too deeply to read; a spec file nests a few levels. "
-            "Check the brackets."
+            f"{where} nests mappings or lists too deeply to read (more than {MAX_DEPTH} levels deep); a "
+            "spec file nests a few levels. Check the brackets."
         ) from None
 
 
