@@ -103,6 +103,15 @@ class CelebADataSpec(Section):
     num_workers: Int = Field(
         2, ge=0, description="DataLoader worker processes (JPEG decoding without a cache)."
     )
+    mixed_sizes: Literal["refuse", "resize", "skip"] = Field(
+        "refuse",
+        description=(
+            "What to do with images that are not CelebA's aligned 178x218: refuse (stop before preparing "
+            "or training and list them), resize (scale each, keeping its aspect ratio, to cover 178x218 "
+            "and centre-crop it to 178x218 before data.crop), or skip (leave them out; the list is "
+            "written to skipped-images.txt in the run folder and recorded in the cache's sidecar)."
+        ),
+    )
 
 
 DataSpec = Annotated[

@@ -290,7 +290,7 @@ def train(
         shutil.move(str(run_dir), str(run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")))
 
     # Fail before any work on what a person must fix: data, weights, device.
-    datasets.check_data(spec.data)
+    datasets.check_data(spec.data, run_dir=run_dir)
     dev = resolve_device(device)
     perceptual = (
         VGGPerceptual(spec.loss.perceptual_layers, spec.loss.vgg_weights).to(dev)

@@ -19,7 +19,14 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vaebench.data.cache import CachedImages, cache_path, cache_problem, default_cache_dir, prepare_cache
+from vaebench.data.cache import (
+    CachedImages,
+    cache_path,
+    cache_problem,
+    default_cache_dir,
+    prepare_cache,
+    read_sidecar,
+)
 from vaebench.data.celeba import CelebAImages, load_image, locate_celeba, read_partition
 from vaebench.data.splits import SPLITS, Split, split_index
 from vaebench.data.synthetic import FACTOR_NAMES, FACTORS, SyntheticFaces, render
@@ -59,11 +66,12 @@ def num_dims(spec: DataSpec) -> int:
 def build_dataset(spec: DataSpec, split: Split) -> Dataset[Tensor]:
     """The `split` of the data a spec describes; items are uint8 (3, S, S) tensors, unflipped.
 
-    CelebA uses the prepared cache when `cache_problem` finds nothing wrong with it; otherwise
-    it decodes JPEGs and logs one line (warning level) suggesting `vaebench data prepare`.
+    CelebA uses the prepared cache when `cache_problem` finds nothing wrong with it (compared with
+    the JPEG folder as it is now, when there is one); otherwise it checks every image's header and
+    decodes JPEGs, logging one line (warning level) that `vaebench data prepare` would cache them.
 
     Raises:
-        UserError: CelebA is missing or malformed and no usable cache exists.
+        UserError: CelebA is missing or malformed (bad images named) and no usable cache exists.
     """
     split_index(split)
     if isinstance(spec, SyntheticDataSpec):
@@ -71,20 +79,21 @@ def build_dataset(spec: DataSpec, split: Split) -> Dataset[Tensor]:
     if not isinstance(spec, CelebADataSpec):
         raise TypeError(f"unknown data spec {type(spec).__name__}")
     try:
-        jpegs: CelebAImages | None = CelebAImages(spec, split)
+        jpegs: CelebAImages | None = CelebAImages(spec, split, validate=False)
         folder_error: UserError | None = None
     except UserError as error:  # a complete cache is enough on its own
         jpegs, folder_error = None, error
-    problem = cache_problem(spec, split, expected_count=None if jpegs is None else len(jpegs))
+    problem = cache_problem(spec, split, source=jpegs)
     if problem is None:
         return CachedImages(cache_path(spec, split))
     if jpegs is None:
         assert folder_error is not None
         raise folder_error
+    jpegs.validate()  # every header, before the first batch
     if cache_path(spec, split).exists():
         log.warning(
             "Not using the CelebA %s cache: %s; decoding JPEGs instead (slower). "
-            "Run `vaebench data prepare` to rebuild it.",
+            "Run `vaebench data prepare` to rebuild it (--force rebuilds even caches that look current).",
             split,
             problem,
         )
@@ -98,17 +107,46 @@ def build_dataset(spec: DataSpec, split: Split) -> Dataset[Tensor]:
     return jpegs
 
 
-def check_data(spec: DataSpec, splits: Iterable[Split] = SPLITS) -> None:
+SKIPPED_FILE = "skipped-images.txt"
+
+
+def check_data(spec: DataSpec, splits: Iterable[Split] = SPLITS, run_dir: Path | None = None) -> None:
     """Raise UserError before training if a split's data is unavailable (no-op for synthetic data).
 
     A CelebA split is available when its cache is usable or the JPEG folder passes every check
-    (layout, partition file, all listed images present, crop not larger than the images).
+    (layout, partition file, all listed images present, the crop fits, and every image's header:
+    readable, not truncated, 178x218 unless data.mixed_sizes says otherwise). With run_dir and
+    data.mixed_sizes = skip, the images left out are listed in <run_dir>/skipped-images.txt, one
+    "<split> <file> <width>x<height>" line each.
     """
     if isinstance(spec, SyntheticDataSpec):
         return
+    skipped: list[str] = []
     for split in splits:
-        if cache_problem(spec, split) is not None:
-            CelebAImages(spec, split)  # raises UserError naming what is missing
+        try:
+            jpegs: CelebAImages | None = CelebAImages(spec, split, validate=False)
+        except UserError:
+            jpegs = None
+        if cache_problem(spec, split, source=jpegs) is None:
+            skipped += [
+                f"{split} {name} {size}"
+                for name, size in read_sidecar(spec, split).get("skipped", {}).items()
+            ]
+            continue
+        if jpegs is None:
+            CelebAImages(spec, split, validate=False)  # raises the folder's UserError again
+        assert jpegs is not None
+        jpegs.validate()  # raises UserError naming the bad files
+        skipped += [f"{split} {name} {w}x{h}" for name, (w, h) in jpegs.skipped.items()]
+    if run_dir is not None and spec.mixed_sizes == "skip":
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / SKIPPED_FILE).write_text("".join(line + "\n" for line in skipped))
+        if skipped:
+            log.warning(
+                "Skipping %d CelebA images that are not 178x218 (listed in %s)",
+                len(skipped),
+                run_dir / SKIPPED_FILE,
+            )
 
 
 def prepare(

@@ -14,18 +14,25 @@ that says where we looked, what we expected, what we found and how to get the da
 
 Each image is centre-cropped to crop x crop pixels (148 by default, the usual choice for
 64x64 CelebA VAEs) and resized with PIL's antialiased bilinear filter to image_size.
+
+Every listed image is checked before anything is decoded (`survey_images`: the JPEG header gives
+the size without decoding, the last bytes show whether the file was truncated). A file that is
+not an image, is truncated, or (unless data.mixed_sizes says otherwise) is not 178x218 stops
+`data prepare` and `run` before the first step, with the files named: PIL's crop would otherwise
+pad a smaller image with black and crop a larger one to another part of the face, silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -39,6 +46,11 @@ PARTITION_CSV = "list_eval_partition.csv"
 CSV_HEADER = "image_id,partition"
 OFFICIAL_SITE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 KAGGLE_DATASET = "jessicali9530/celeba-dataset"
+ALIGNED_SIZE = (178, 218)  # (width, height) of every CelebA aligned-and-cropped image, in pixels
+JPEG_END = (
+    b"\xff\xd9"  # the EOI marker; entropy-coded data never holds it, so a file lacking it was cut short
+)
+_EXAMPLES = 5  # bad files named in one error message
 
 
 @dataclass(frozen=True)
@@ -83,8 +95,39 @@ def _describe_entries(folder: Path, limit: int = 12) -> str:
 
 
 def locate_celeba(root: Path) -> CelebALayout:
-    """Find the image folder and the partition file under `root` (either layout), or raise UserError."""
+    """Find the image folder and the partition file under `root` (either layout), or raise UserError.
+
+    When neither layout is under root but one is under a subfolder of it (a download unzipped one
+    level too deep), the error suggests that subfolder as data.root.
+    """
     root = Path(root).expanduser()
+    try:
+        return _locate(root)
+    except UserError as error:
+        suggestion = _layout_in_subfolder(root)
+        if suggestion is None:
+            raise
+        raise UserError(
+            f"{error} CelebA's layout is in {suggestion}: set data.root = {suggestion}."
+        ) from None
+
+
+def _layout_in_subfolder(root: Path, limit: int = 50) -> Path | None:
+    """The first subfolder of root (up to `limit` looked at) that holds a complete layout, if any."""
+    try:
+        children = sorted(c for c in root.iterdir() if c.is_dir())[:limit]
+    except OSError:
+        return None
+    for child in children:
+        try:
+            _locate(child)
+        except UserError:
+            continue
+        return child
+    return None
+
+
+def _locate(root: Path) -> CelebALayout:
     candidates = [root, root / "celeba", root / "celeba-dataset"]
     partial: tuple[Path, str] | None = None
     for base in candidates:
@@ -112,7 +155,7 @@ def read_partition(root: Path, layout: CelebALayout) -> dict[Split, list[str]]:
     path = layout.partition_file
     csv = path.suffix == ".csv"
     expected = f'"000001.jpg,0" after the header "{CSV_HEADER}"' if csv else '"000001.jpg 0"'
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()  # -sig: a BOM is dropped
     if csv:
         if not lines or lines[0].strip().lower() != CSV_HEADER:
             found = repr(lines[0][:80]) if lines else "an empty file"
@@ -152,51 +195,158 @@ def check_images_exist(root: Path, layout: CelebALayout, names: list[str]) -> No
         )
 
 
-def check_crop(root: Path, layout: CelebALayout, first_image: str, crop: int) -> None:
-    """Raise UserError if data.crop exceeds the images' size (read from one JPEG header, not decoded)."""
-    path = layout.image_dir / first_image
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except OSError as error:
-        raise celeba_error(root, f"{path} is not a readable image ({error})", layout.image_dir) from error
+def check_crop(crop: int) -> None:
+    """Raise UserError if data.crop exceeds CelebA's aligned size, 178x218 (others are refused or resized)."""
+    width, height = ALIGNED_SIZE
     if crop > min(width, height):
         raise UserError(
-            f"data.crop = {crop} is larger than the CelebA images ({width}x{height} in {layout.image_dir}); "
+            f"data.crop = {crop} is larger than the CelebA images ({width}x{height}); "
             f"set data.crop to at most {min(width, height)} (148 is the usual choice)."
         )
 
 
-def centre_crop_box(width: int, height: int, crop: int) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of the centred crop x crop square, offsets rounded as torchvision does."""
+def image_problem(path: Path) -> tuple[str | None, tuple[int, int] | None]:
+    """(what is wrong with the file or None, its (width, height) or None), from its header and last bytes.
+
+    Cheap: PIL parses the header without decoding pixels, and a JPEG is only read at its end
+    (about 30 microseconds per file in the page cache). It catches empty files, non-images and
+    truncated JPEGs; a file damaged in the middle is caught by the decoder, which names it too.
+    """
+    try:
+        with Image.open(path) as image:
+            size, kind = image.size, image.format
+        if kind == "JPEG":
+            with open(path, "rb") as handle:
+                handle.seek(max(0, os.path.getsize(path) - 32))
+                if JPEG_END not in handle.read():
+                    return "truncated: the JPEG has no end marker", size
+    except UnidentifiedImageError:
+        return f"not an image ({os.path.getsize(path)} bytes)", None
+    except OSError as error:
+        return f"unreadable ({error})", None
+    return None, size
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What `survey_images` found: every listed image's size, and the files that are not images."""
+
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # name -> why
+
+    def off_size(self) -> dict[str, tuple[int, int]]:
+        """Readable images that are not 178x218, name -> (width, height)."""
+        return {n: wh for n, wh in self.sizes.items() if wh != ALIGNED_SIZE}
+
+
+_SURVEYS: dict[tuple[str, str], Survey] = {}  # (image folder, fingerprint) -> survey, within one process
+
+
+def survey_images(image_dir: Path, names: list[str], fingerprint: str) -> Survey:
+    """Check every listed image's header (see `image_problem`); remembered per fingerprint in this process.
+
+    The fingerprint (names, sizes in bytes, mtimes) changes whenever a file does, so a file fixed
+    or broken after a survey is surveyed again; `run` checks in preflight and again in the trainer
+    without reading 200k headers twice.
+    """
+    key = (str(image_dir), fingerprint)
+    if key not in _SURVEYS:
+        sizes, broken = {}, {}
+        for name in names:
+            problem, size = image_problem(image_dir / name)
+            if problem is not None:
+                broken[name] = problem
+            elif size is not None:
+                sizes[name] = size
+        _SURVEYS[key] = Survey(sizes, broken)
+    return _SURVEYS[key]
+
+
+def _examples(items: dict[str, str]) -> str:
+    shown = [f"{n} ({why})" for n, why in list(items.items())[:_EXAMPLES]]
+    return ", ".join(shown) + (f" and {len(items) - _EXAMPLES} more" if len(items) > _EXAMPLES else "")
+
+
+def survey_error(
+    image_dir: Path, split: str, total: int, survey: Survey, refuse_sizes: bool
+) -> UserError | None:
+    """The one-paragraph UserError for a survey's broken (and, when refused, off-size) files, or None."""
+    off = {n: f"{w}x{h}" for n, (w, h) in survey.off_size().items()} if refuse_sizes else {}
+    if not survey.broken and not off:
+        return None
+    width, height = ALIGNED_SIZE
+    parts = [f"Checked the {total} images of the CelebA {split} split in {image_dir}."]
+    if survey.broken:
+        parts.append(
+            f"{len(survey.broken)} cannot be used: {_examples(survey.broken)}; replace them from the archive "
+            "(unzip img_align_celeba.zip again, or download it again if the zip itself is damaged)."
+        )
+    if off:
+        parts.append(
+            f"{len(off)} are not CelebA's aligned {width}x{height}: {_examples(off)}; cropping them would "
+            "pad them with black or crop another part of the face. Replace them, or set "
+            "data.mixed_sizes = resize (scale each to cover 178x218 before the crop) or "
+            "data.mixed_sizes = skip (leave them out, listed in the run folder)."
+        )
+    return UserError(" ".join(parts))
+
+
+def centre_crop_box(
+    width: int, height: int, crop: int, crop_height: int | None = None
+) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centred crop x crop_height box (default: square), as torchvision."""
+    crop_height = crop if crop_height is None else crop_height
     left = round((width - crop) / 2.0)
-    top = round((height - crop) / 2.0)
-    return left, top, left + crop, top + crop
+    top = round((height - crop_height) / 2.0)
+    return left, top, left + crop, top + crop_height
 
 
-def load_image(path: Path, crop: int, image_size: int) -> Tensor:
+def fit_aligned(image: Image.Image) -> Image.Image:
+    """Scale `image`, keeping its aspect ratio, to cover 178x218, then centre-crop it to exactly 178x218."""
+    width, height = ALIGNED_SIZE
+    if image.size == ALIGNED_SIZE:
+        return image
+    scale = max(width / image.width, height / image.height)
+    covered = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    image = image.resize(covered, Image.Resampling.BILINEAR)
+    return image.crop(centre_crop_box(image.width, image.height, width, height))
+
+
+def load_image(path: Path, crop: int, image_size: int, fit: bool = False) -> Tensor:
     """Decode one JPEG, centre-crop it to crop x crop and resize it to image_size: (3, S, S) uint8.
 
     Resizing uses PIL's bilinear filter, which is antialiased (its support widens with the
-    downscaling factor), so 148 -> 64 averages pixels instead of aliasing.
+    downscaling factor), so 148 -> 64 averages pixels instead of aliasing. fit: first bring an
+    image of another size to 178x218 (`fit_aligned`). A file that cannot be decoded raises a
+    UserError naming it.
     """
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        image = image.crop(centre_crop_box(image.width, image.height, crop))
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)  # (S, S, 3)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if fit:
+                image = fit_aligned(image)
+            image = image.crop(centre_crop_box(image.width, image.height, crop))
+            if image.size != (image_size, image_size):
+                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)  # (S, S, 3)
+    except (OSError, ValueError, SyntaxError) as error:  # PIL's decoders raise all three
+        raise UserError(
+            f"Cannot decode the CelebA image {path} ({error}); replace it from the archive "
+            "(unzip img_align_celeba.zip again) and rerun."
+        ) from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (3, S, S)
 
 
 class CelebAImages(Dataset[Tensor]):
     """One official split of CelebA, decoded from JPEG at each access: uint8 (3, S, S), no labels.
 
-    Construction validates the folder (layout, partition file, every listed image present,
-    the crop fits) and raises UserError before any training starts if something is wrong.
+    Construction checks the folder (layout, partition file, every listed image present, the crop
+    fits) and, with validate (the default), every image's header (`survey_images`), applying
+    data.mixed_sizes; it raises UserError naming the bad files before any training starts.
+    validate=False is for comparing a cache's fingerprint cheaply; do not decode from such a dataset.
     """
 
-    def __init__(self, spec: CelebADataSpec, split: Split) -> None:
+    def __init__(self, spec: CelebADataSpec, split: Split, validate: bool = True) -> None:
         split_index(split)  # rejects unknown split names
         self.root = Path(spec.root).expanduser()
         self.layout = locate_celeba(self.root)
@@ -208,14 +358,56 @@ class CelebAImages(Dataset[Tensor]):
                 self.layout.partition_file.parent,
             )
         check_images_exist(self.root, self.layout, names)
-        check_crop(self.root, self.layout, names[0], spec.crop)
+        check_crop(spec.crop)
         self.split = split
-        self.names = names
+        self.listed = names  # every image the partition file gives this split
+        self.names = names  # the images this dataset yields (listed minus skipped)
+        self.skipped: dict[str, tuple[int, int]] = {}
         self.crop = spec.crop
         self.image_size = spec.image_size
+        self.mixed_sizes = spec.mixed_sizes
+        self.fit = spec.mixed_sizes == "resize"
+        self._fingerprint: str | None = None
+        if validate:
+            self.validate()
+
+    def validate(self) -> None:
+        """Survey every listed image; raise UserError for broken ones (and off-size ones under refuse)."""
+        survey = survey_images(self.layout.image_dir, self.listed, self.fingerprint())
+        error = survey_error(
+            self.layout.image_dir, self.split, len(self.listed), survey, self.mixed_sizes == "refuse"
+        )
+        if error is not None:
+            raise error
+        if self.mixed_sizes == "skip":
+            self.skipped = survey.off_size()
+            self.names = [n for n in self.listed if n not in self.skipped]
+            if not self.names:
+                raise UserError(
+                    f"data.mixed_sizes = skip leaves no image of the CelebA {self.split} split in "
+                    f"{self.layout.image_dir}: none is {ALIGNED_SIZE[0]}x{ALIGNED_SIZE[1]}."
+                )
+
+    def partition_sha256(self) -> str:
+        """SHA-256 of the partition file's bytes."""
+        return hashlib.sha256(self.layout.partition_file.read_bytes()).hexdigest()
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the partition file's hash and each listed image's name, size in bytes and mtime (ns).
+
+        Editing, replacing or touching any image of the split, or the partition file, changes it;
+        it costs one stat per image (about 1 s for CelebA's 162,770 train images on a local disk).
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256(self.partition_sha256().encode())
+            for name in self.listed:
+                info = os.stat(self.layout.image_dir / name)
+                digest.update(f"{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, index: int) -> Tensor:
-        return load_image(self.layout.image_dir / self.names[index], self.crop, self.image_size)
+        return load_image(self.layout.image_dir / self.names[index], self.crop, self.image_size, self.fit)
