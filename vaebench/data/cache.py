@@ -239,7 +239,11 @@ def _make_writable_folder(folder: Path) -> None:
 
 
 class _locked:
-    """An exclusive flock on .<cache>.lock (hidden, left in place: deleting it would race) for the duration of a `with` block (Linux and macOS)."""
+    """An exclusive flock on .<cache>.lock for the duration of a `with` block (Linux and macOS).
+
+    The lock file is hidden and left in place: deleting it while another process waits on it would
+    let a third one lock a new file of the same name.
+    """
 
     def __init__(self, path: Path, console: Console | None) -> None:
         self.lock_path = path.with_name(f".{path.name}.lock")
