@@ -137,6 +137,19 @@ def test_cli_run_stops_on_a_bad_file_before_training(tmp_path: Path, spec: Celeb
     assert not list(runs.rglob("*.pt")) and not list(runs.rglob("metrics.jsonl"))  # no step was taken
 
 
+def test_cli_run_with_mixed_sizes_skip_trains_and_lists_the_skipped_image(
+    tmp_path: Path, spec: CelebADataSpec
+) -> None:
+    resave(images(spec) / "000005.jpg", (89, 109))
+    runs = tmp_path / "runs"
+    args = ["run", str(write_experiment(tmp_path, spec)), "--runs-dir", str(runs), "--quiet"]
+    result = runner.invoke(app, [*args, "data.mixed_sizes=skip"])
+    assert result.exit_code == 0, result.output
+    (listing,) = runs.rglob("skipped-images.txt")
+    assert listing.read_text() == "train 000005.jpg 89x109\n"
+    assert (listing.parent / "metrics.jsonl").exists()  # it trained, on the 5 others
+
+
 # ----------------------------------------------------------------------------- other sizes
 
 

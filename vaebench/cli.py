@@ -117,7 +117,9 @@ def data_prepare(
     spec: SpecArgument,
     set_: SetOption = None,
     workers: Annotated[int | None, typer.Option(help="Decoding processes (default: all cores).")] = None,
-    force: Annotated[bool, typer.Option(help="Rebuild caches that look current too (stale ones are always rebuilt).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Rebuild caches that look current too (stale ones are always rebuilt).")
+    ] = False,
 ) -> None:
     """Decode CelebA once into uint8 arrays (one per split) so training never decodes JPEGs again."""
     from vaebench.data import prepare

@@ -217,6 +217,12 @@ def prepare_cache(
                 problem = problems[split]
                 if progress and problem is not None and not problem.startswith("there is no cache"):
                     bar.console.print(f"{split}: rebuilding, {problem}")
+                skipped = datasets[split].skipped
+                if progress and skipped:
+                    bar.console.print(
+                        f"{split}: leaving out {len(skipped)} image(s) that are not 178x218 "
+                        f"(data.mixed_sizes = skip; listed in {sidecar_path(paths[split]).name})"
+                    )
                 task = bar.add_task(f"CelebA {split} -> {paths[split].name}", total=len(datasets[split]))
                 _write_cache(datasets[split], paths[split], workers, lambda n, t=task: bar.advance(t, n))
     return paths
