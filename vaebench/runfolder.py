@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import importlib.metadata
 import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -176,9 +178,94 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old or the new content, never a mix."""
-    with atomic_writer(path) as f:
-        f.write(data)
+    """Write `data` to `path` so that readers see the old or the new content, never a mix.
+
+    A full disk or unwritable folder is a UserError naming the folder (`write_error`).
+    """
+    try:
+        with atomic_writer(path) as f:
+            f.write(data)
+    except OSError as e:
+        err = write_error(e, Path(path), len(data))
+        if err is None:
+            raise
+        raise err from None
+
+
+# errno values that mean "this folder cannot take the file", with what to tell the user
+_WRITE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file exceeds a file-size limit (ulimit -f, or the file system's maximum)",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def write_error(error: BaseException, path: Path, nbytes: int, what: str = "file") -> UserError | None:
+    """The UserError for a write of `nbytes` to `path` that failed for lack of space or permission.
+
+    None when `error` is something else (a bug, which keeps its traceback). torch.save reports a
+    failed write to a file object as RuntimeError "... unexpected pos ...", without the errno; the free
+    space then tells whether the disk was full.
+    """
+    folder = Path(path).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+        reason = _WRITE_ERRNOS[error.errno]
+    elif isinstance(error, RuntimeError) and "unexpected pos" in str(error):
+        full = free is not None and free < max(nbytes, 1) * 2
+        reason = "the disk is full" if full else "the write failed (full disk, file-size limit or I/O error)"
+    else:
+        return None
+    space = f"{_size(free)} free there" if free is not None else "free space unknown"
+    return UserError(
+        f"cannot write {Path(path).name} in {folder}: {reason} ({space}; this {what} needs about "
+        f"{_size(nbytes)}). Nothing was half-written: the previous files are intact and the temporary "
+        "file was removed. Free some space (or give --runs-dir a folder that has it) and rerun the same "
+        "command: the run resumes from its last checkpoint."
+    )
+
+
+def moved_aside(path: Path, tag: str) -> Path:
+    """Rename `path` to `<name>.<tag>` (or `<name>.<tag>-<UTC time>` if that exists) and return the new path.
+
+    Damaged files are kept this way, never deleted: what was in them stays there to inspect.
+    """
+    path = Path(path)
+    target = path.with_name(f"{path.name}.{tag}")
+    if target.exists():
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+        target = path.with_name(f"{path.name}.{tag}-{stamp}")
+    os.replace(path, target)
+    return target
+
+
+def remove_stale_temp_files(paths: RunPaths) -> list[Path]:
+    """Delete the `.<name>.*.tmp` files that writes killed mid-way (kill -9, power cut) left behind.
+
+    Only in the run folder, checkpoints/ and checkpoints/previous/, where a run's own writes go; call it
+    when a run starts, before anything of that run writes. Returns the removed files.
+    """
+    removed = []
+    for folder in (paths.root, paths.checkpoints, paths.checkpoints / "previous"):
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -278,6 +365,10 @@ def update_summary(path: Path, new: Mapping[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- metrics.jsonl
 
 
+class DamagedMetrics(UserError):
+    """metrics.jsonl has an unreadable line before its last one (not a torn write: damage)."""
+
+
 def _parse_lines(path: Path, data: bytes) -> tuple[list[dict[str, Any]], int]:
     """Rows of a JSONL file and the byte length of its intact part.
 
@@ -297,9 +388,12 @@ def _parse_lines(path: Path, data: bytes) -> tuple[list[dict[str, Any]], int]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             if last:
                 return rows, pos  # torn tail: drop it
-            raise UserError(
+            raise DamagedMetrics(
                 f"{path}, line {lineno} is not valid JSON and is not the last line, so it is not a "
-                "crash artefact: the file was damaged. Remove that line to continue."
+                "crash artefact: the file was damaged. Rerun `vaebench run` for this run (same experiment, "
+                "variant and seed; a finished run is not retrained): it rebuilds metrics.jsonl from the "
+                "run's checkpoint, which records every row up to its step, and keeps the damaged file as "
+                "metrics.jsonl.damaged."
             ) from None
         if row is not None:
             if not isinstance(row, dict):
@@ -307,6 +401,42 @@ def _parse_lines(path: Path, data: bytes) -> tuple[list[dict[str, Any]], int]:
             rows.append(row)
         pos = len(data) if last else end + 1
     return rows, pos
+
+
+def repair_metrics(path: Path, record: bytes | None, step: int) -> str:
+    """Rebuild a damaged metrics.jsonl (see `DamagedMetrics`); returns what was done, for the user.
+
+    `record` is metrics.jsonl as a checkpoint at `step` saw it (None for checkpoints without one): its
+    rows up to `step` replace the file's, and the file's readable rows after `step` follow. Without a
+    record, unreadable lines are left out. The damaged file is kept as metrics.jsonl.damaged.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    readable, bad = [], 0
+    for line in lines:
+        try:
+            row = json.loads(line) if line.strip() else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            bad += 1
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            readable.append(row)
+    rows = []
+    if record is not None:
+        rows = [r for r in _parse_lines(path, record)[0] if r.get("step", 0) <= step]
+        readable = [r for r in readable if r["step"] > step]
+    kept = moved_aside(path, "damaged")
+    atomic_write_text(path, "".join(dumps(r) + "\n" for r in [*rows, *readable]))
+    if record is not None:
+        return (
+            f"{path} was damaged: rebuilt rows up to step {step} from the checkpoint's record "
+            f"({len(rows)} rows); the damaged file is kept as {kept.name}."
+        )
+    return (
+        f"{path} was damaged and the checkpoint has no record of it: {bad} unreadable line(s) left out; "
+        f"the damaged file is kept as {kept.name}."
+    )
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -365,9 +495,16 @@ class MetricsLog:
             )
         if self._file is None:
             raise ValueError(f"MetricsLog for {self.path} is closed")
-        self._file.write((dumps(row) + "\n").encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        line = (dumps(row) + "\n").encode("utf-8")
+        try:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            err = write_error(e, self.path, len(line), what="row")
+            if err is None:
+                raise
+            raise err from None
         self.last_step = step
 
     read = staticmethod(read_metrics)  # MetricsLog.read(path) == read_metrics(path)

@@ -266,6 +266,12 @@ class TrainSpec(Section):
     )
     checkpoint_every: Int = Field(500, ge=1, description="Steps between writes of checkpoints/last.pt.")
     skip_bad_batches: Int = Field(0, ge=0, description="Non-finite batches skipped before the run stops.")
+    keep_checkpoints: Int = Field(
+        2,
+        ge=1,
+        description="last.pt files kept (the newest and the ones before it, in checkpoints/previous/): a "
+        "corrupt last.pt falls back to the one before it. Each costs one checkpoint of disk.",
+    )
     compile: Literal["auto", "on", "off"] = Field(
         "auto",
         description="torch.compile the fast path's train step: auto on CUDA only (with CUDA graphs), on "

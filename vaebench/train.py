@@ -15,11 +15,13 @@ the model is validated or a checkpoint is written.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +34,14 @@ from torch.utils.data import Dataset
 from vaebench import data as datasets
 from vaebench.annealing import kl_weight
 from vaebench.batches import eval_batches, flip_batch, to_float, train_batches
-from vaebench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vaebench.checkpoint import (
+    CheckpointWarning,
+    RunCheckpoints,
+    load_checkpoint,
+    previous_dir,
+    rng_state,
+    set_rng_state,
+)
 from vaebench.errors import UserError
 from vaebench.experiments import Variant, flatten
 from vaebench.figures import standard_figures
@@ -40,13 +49,17 @@ from vaebench.likelihoods import bits_per_dim
 from vaebench.losses import compute_loss
 from vaebench.perceptual import VGGPerceptual
 from vaebench.runfolder import (
+    DamagedMetrics,
     MetricsLog,
     RunPaths,
     atomic_write_json,
     atomic_write_text,
     environment_info,
     read_json,
+    read_metrics,
     read_run_document,
+    remove_stale_temp_files,
+    repair_metrics,
     update_summary,
 )
 from vaebench.schedules import lr_at, steps_per_epoch, total_steps
@@ -129,7 +142,8 @@ TRAINING_SECTIONS = ("data", "model", "loss", "anneal", "optim", "train")
 # Where the data is and how it is read, and whether the step is compiled (the same arithmetic: a rerun
 # with train.compile off works around a compiler problem), may change between machines without changing
 # the run.
-MACHINE_KEYS = {"data.root", "data.cache_dir", "data.num_workers", "train.compile"}
+# How many checkpoints are kept is bookkeeping, not training either.
+MACHINE_KEYS = {"data.root", "data.cache_dir", "data.num_workers", "train.compile", "train.keep_checkpoints"}
 
 
 def check_same_training_spec(paths: RunPaths, spec: RunSpec) -> None:
@@ -140,7 +154,7 @@ def check_same_training_spec(paths: RunPaths, spec: RunSpec) -> None:
     or skip it as finished (the old run's numbers reported for the new spec). eval, tracking and
     seeds may change between reruns, as may MACHINE_KEYS.
     """
-    if not paths.spec.exists() or not (paths.last.exists() or paths.done.exists()):
+    if not paths.spec.exists() or not (has_checkpoints(paths) or paths.done.exists()):
         return  # nothing trained yet: starting afresh under the new spec mixes nothing
     try:
         recorded = RunSpec.model_validate(read_run_document(paths.spec)["spec"])
@@ -281,8 +295,10 @@ def train(
     spec = variant.spec
     paths = RunPaths(run_dir)
     if not force:
+        prepare_run_folder(paths, reporter)
         check_same_training_spec(paths, spec)
     if paths.done.exists() and not force:
+        _repair_damaged_metrics(paths, None, reporter)
         return RunResult(run_dir, "skipped", read_json(paths.summary) if paths.summary.exists() else {})
     if force and run_dir.exists():
         # Keep the replaced run next to the new one rather than deleting it.
@@ -312,8 +328,9 @@ def train(
     atomic_write_json(paths.env, environment_info(dev))
 
     state = {"step": 0, "best_val": math.inf, "acc": _zero_acc(), "skipped_batches": 0}
-    if paths.last.exists():
-        ckpt = load_checkpoint(paths.last)
+    checkpoints = RunCheckpoints(paths, spec.train.keep_checkpoints)
+    ckpt = resume_checkpoint(paths, spec, total, checkpoints, reporter)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
@@ -349,7 +366,7 @@ def train(
     started = time.perf_counter()
 
     def checkpoint(path: Path) -> None:
-        save_checkpoint(
+        checkpoints.save(
             path,
             {
                 "model": model.state_dict(),
@@ -357,6 +374,7 @@ def train(
                 "rng": rng_state(),
                 "loop": state,
                 "spec": run_document(variant, seed),
+                "metrics": paths.metrics.read_bytes(),  # every row so far: rebuilds a damaged metrics.jsonl
             },
         )
 
@@ -527,6 +545,117 @@ def finish_run(
     tracker.summary_update(summary)
     atomic_write_text(paths.done, datetime.now(timezone.utc).isoformat())
     return read_json(paths.summary)
+
+
+# ----------------------------------------------------------------------------- resuming a run folder
+
+
+def has_checkpoints(paths: RunPaths) -> bool:
+    """Whether training ever saved a checkpoint here (last.pt, best.pt or a kept previous one)."""
+    return paths.last.exists() or paths.best.exists() or any(previous_dir(paths).glob("step*.pt"))
+
+
+def prepare_run_folder(paths: RunPaths, reporter: Reporter) -> None:
+    """Before a run is resumed or skipped: temp files of killed writes removed, a lost spec.yaml restored.
+
+    spec.yaml comes back from the document every checkpoint carries (what the run was trained with), so
+    a finished run whose spec.yaml was deleted is reported again after a rerun, without retraining.
+    """
+    removed = remove_stale_temp_files(paths)
+    if removed:
+        reporter.message(f"removed {len(removed)} temporary file(s) of interrupted writes in {paths.root}")
+    if paths.spec.exists() or not paths.root.is_dir():
+        return
+    for path in (paths.last, paths.best, *sorted(previous_dir(paths).glob("step*.pt"), reverse=True)):
+        if not path.exists():
+            continue
+        try:
+            document = load_checkpoint(path)["spec"]
+        except (UserError, KeyError):
+            continue
+        atomic_write_text(paths.spec, yaml.safe_dump(document, sort_keys=False))
+        reporter.message(f"{paths.spec} was missing: restored from {path}")
+        return
+
+
+def _repair_damaged_metrics(paths: RunPaths, ckpt: dict[str, Any] | None, reporter: Reporter) -> None:
+    """Rebuild metrics.jsonl from the checkpoint's record when a line in it is damaged (else do nothing).
+
+    `ckpt` is the checkpoint being resumed from; None for a finished run, whose last.pt is used.
+    """
+    if not paths.metrics.exists():
+        return
+    try:
+        read_metrics(paths.metrics)
+        return
+    except DamagedMetrics:
+        pass
+    if ckpt is None and paths.last.exists():
+        try:
+            ckpt = load_checkpoint(paths.last)
+        except UserError:
+            ckpt = None
+    record = ckpt.get("metrics") if ckpt is not None else None
+    step = ckpt["loop"]["step"] if ckpt is not None else 0
+    message = repair_metrics(paths.metrics, record if isinstance(record, bytes) else None, step)
+    warnings.warn(message, CheckpointWarning, stacklevel=3)
+    reporter.message(message)
+
+
+def _logs_row_at(step: int, spec: RunSpec, total: int) -> bool:
+    """Whether the loop writes a metrics row at `step` (the loop's log_now)."""
+    return step % spec.train.val_every == 0 or step == total or step % spec.train.log_every == 0
+
+
+def resume_checkpoint(
+    paths: RunPaths, spec: RunSpec, total: int, checkpoints: RunCheckpoints, reporter: Reporter
+) -> dict[str, Any] | None:
+    """The checkpoint a run resumes from (see `RunCheckpoints.resume`), or None to start at step 0.
+
+    Never starts from step 0 without saying so: with no checkpoint but metrics rows past the first
+    checkpoint's step (so checkpoints were written, then lost), it refuses and names --force. A damaged
+    metrics.jsonl is rebuilt from the checkpoint. A checkpoint made at a logged step holds accumulators
+    that row already used (best.pt is written just before its row): they are reset, as last.pt has them.
+    """
+    found = checkpoints.resume(reporter.message)
+    if found is None:
+        logged = _last_logged_step(paths)
+        first = min(spec.train.checkpoint_every, total)
+        if logged > first:
+            raise UserError(
+                f"{paths.root} has metrics up to step {logged} but no checkpoint to resume from "
+                f"({paths.checkpoints} holds none), so the run cannot continue where it stopped. To train "
+                "it again from step 0, rerun with --force: the old folder is kept as "
+                f"{paths.root.name}.replaced-<time>."
+            )
+        if logged:
+            message = (
+                f"{paths.root}: no checkpoint was written yet (the first is at step {first}); training "
+                f"from step 0, and the rows logged up to step {logged} are written again."
+            )
+            warnings.warn(message, CheckpointWarning, stacklevel=2)
+            reporter.message(message)
+        return None
+    ckpt = found[0]
+    _repair_damaged_metrics(paths, ckpt, reporter)
+    if _logs_row_at(ckpt["loop"]["step"], spec, total):
+        ckpt["loop"]["acc"] = _zero_acc()
+    return ckpt
+
+
+def _last_logged_step(paths: RunPaths) -> int:
+    """The highest step in metrics.jsonl (0 when there is none), reading past damaged lines."""
+    if not paths.metrics.exists():
+        return 0
+    step = 0
+    for line in paths.metrics.read_bytes().splitlines():
+        try:
+            row = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            step = max(step, row["step"])
+    return step
 
 
 def _zero_acc() -> dict[str, float]:
