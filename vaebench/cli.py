@@ -510,7 +510,7 @@ def frame_table(frame, title: str, width: int) -> Table:  # frame: a pandas Data
     used, left_out = 1, 0
     for index, column in enumerate(frame.columns):
         texts = [str(v) for v in frame[column]]
-        size = max(len(str(column)), *(len(t) for t in texts)) + 3
+        size = max([len(str(column)), *(len(t) for t in texts)]) + 3
         if used + size > width and index > 1:
             left_out = len(frame.columns) - index
             break
@@ -572,6 +572,8 @@ def report(
     Unfinished, diverged and broken runs are listed in the report with the reason; rerunning replaces
     the previous report in the same folder.
     """
+    import pandas as pd
+
     from vaebench.report import build_report
     from vaebench.report.tables import format_variant_table, read_variant_table
 
@@ -590,7 +592,16 @@ def report(
             console=console,
         )
     variants = format_variant_table(read_variant_table(path / "tables" / "variants.csv"))
-    console.print(frame_table(variants, f"variants, ranked by {rank_by.value}", console.width))
+    if variants.empty:
+        statuses = pd.read_csv(path / "tables" / "runs.csv")["status"].value_counts()
+        counts = ", ".join(f"{n} {status}" for status, n in statuses.items())
+        console.print(
+            f"[yellow]no finished run[/] to rank ({counts}): the report lists each run and what it needs "
+            "under 'Runs that need attention'.",
+            highlight=False,
+        )
+    else:
+        console.print(frame_table(variants, f"variants, ranked by {rank_by.value}", console.width))
     console.print(f"[green]report[/]: {path / 'report.html'} (and report.md, tables/, plots/, figures/)")
 
 

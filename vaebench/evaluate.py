@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -68,10 +69,18 @@ from vaebench.estimators import (
     mutual_information_batched,
 )
 from vaebench.likelihoods import image_log_prob
-from vaebench.runfolder import RunPaths, atomic_write_json, read_json, read_run_document, update_summary
+from vaebench.runfolder import (
+    RunPaths,
+    atomic_write_json,
+    moved_aside,
+    read_json,
+    read_metrics,
+    read_run_document,
+    update_summary,
+)
 from vaebench.spec import EvalSpec, RunSpec
 from vaebench.tracking import Tracker
-from vaebench.train import Device, Reporter, autocast_dtype, resolve_device
+from vaebench.train import Device, Reporter, autocast_dtype, resolve_device, training_summary
 from vaebench.vae import VAE, build_model
 
 Likelihood = Literal["discretized", "continuous"]
@@ -413,6 +422,7 @@ def evaluate_run(
     paths = RunPaths(Path(run_dir))
     spec = load_run_spec(paths.root)
     ckpt_file = checkpoint_path(paths.root, checkpoint)
+    check_summary(paths)  # before the work, so that a damaged summary.json cannot fail it at the end
     overrides = {"split": split, "iw_samples": iw_samples, "batch_size": batch_size}
     try:
         eval_spec = EvalSpec.model_validate(
@@ -445,6 +455,47 @@ def evaluate_run(
         tracker.log(scalars, tracker_step if tracker_step is not None else (step or 0))
         tracker.summary_update(result.metrics)
     return result.metrics
+
+
+def check_summary(paths: RunPaths) -> None:
+    """Rebuild a damaged summary.json (unparsable, or not a JSON object) from what it was made of.
+
+    Training keys come from checkpoints/last.pt, spec.yaml and metrics.jsonl (finished runs only, as
+    training writes them at the end), evaluation keys from the latest record of each eval/<split>.json;
+    the damaged file is kept as summary.json.damaged, and one SummaryWarning says so.
+    """
+    if not paths.summary.exists():
+        return
+    try:
+        if isinstance(read_json(paths.summary), dict):
+            return
+    except UserError:
+        pass
+    summary: dict[str, Any] = {}
+    if paths.done.exists() and paths.last.exists():
+        try:
+            loop = load_checkpoint(paths.last)["loop"]
+            summary |= training_summary(read_run_document(paths.spec), loop, read_metrics(paths.metrics))
+        except (UserError, KeyError):
+            pass  # the evaluation keys below still come back
+    for split_file in sorted(paths.eval.glob("*.json")) if paths.eval.is_dir() else []:
+        try:
+            document = read_json(split_file)
+            summary |= dict(document["results"][document["latest"]]["metrics"])
+        except (UserError, KeyError, TypeError):
+            continue
+    kept = moved_aside(paths.summary, "damaged")
+    update_summary(paths.summary, summary)
+    warnings.warn(
+        f"{paths.summary} was damaged: rebuilt with {len(summary)} keys from the run's checkpoint, "
+        f"metrics.jsonl and eval/ files; the damaged file is kept as {kept.name}.",
+        SummaryWarning,
+        stacklevel=3,
+    )
+
+
+class SummaryWarning(UserWarning):
+    """summary.json was damaged and has been rebuilt."""
 
 
 def _record(path: Path, result: EvalResult) -> None:

@@ -326,7 +326,15 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); delete it or restore it from a copy.") from None
+        if path.name == "summary.json":  # rebuilt by evaluate_run's check_summary
+            advice = (
+                f"run `vaebench evaluate {path.parent}`: it rebuilds summary.json from the run's checkpoint, "
+                "metrics.jsonl and eval/ files (keeping the damaged file as summary.json.damaged), then "
+                "evaluates"
+            )
+        else:
+            advice = "move it aside and restore it from a copy, or rerun the command that wrote it"
+        raise UserError(f"{path} is not valid JSON ({e}); {advice}.") from None
 
 
 def read_run_document(path: Path) -> dict[str, Any]:

@@ -16,7 +16,12 @@ later, never one per call.
 Mode: WANDB_MODE wins when set (online, offline, disabled; W&B's aliases run/dryrun accepted), else
 `TrackingSpec.mode`; "auto" is online when a W&B API key is configured (`has_wandb_credentials`)
 and offline otherwise. W&B writes under ``run_dir/wandb``; its run id is kept in ``run_dir/wandb_id``
-and reused with resume="allow", so a resumed training run continues the same W&B run. (W&B's
+and reused with resume="allow", so a resumed training run continues the same W&B run.
+
+Start-up is bounded: before an online init, `probe_server` checks within PROBE_TIMEOUT_S (3 s, name
+lookup included) that the W&B server (or the HTTPS proxy in the way) answers at all. A server that is
+down, unknown to DNS or accepts connections but never answers costs those seconds, then the run logs
+offline; without the probe W&B waits its init timeout (30 s here) before giving up. (W&B's
 service also writes a small per-process debug log to $WANDB_CACHE_DIR/wandb/logs, default
 ~/.cache/wandb/logs; no wandb.Settings field moves it, only that environment variable.)
 """
@@ -26,7 +31,11 @@ from __future__ import annotations
 import netrc
 import os
 import secrets
+import socket
+import ssl
 import string
+import threading
+import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +53,7 @@ ModeUsed = Literal["online", "offline", "disabled", "local-only"]
 # Hosts of the W&B cloud API (the default host changed in wandb 0.31; both may hold the key).
 WANDB_CLOUD_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
 ONLINE_INIT_TIMEOUT_S = 30.0  # then fall back to offline rather than wait W&B's default 90 s
+PROBE_TIMEOUT_S = 3.0  # the W&B server must answer within this (DNS, connect, first bytes) to go online
 ONLINE_FINISH_TIMEOUT_S = 300.0  # bounded upload at the end; the offline copy under wandb/ can be synced
 _WANDB_MODE_ALIASES: dict[str, Mode] = {
     "online": "online",
@@ -102,6 +112,59 @@ def resolve_mode(spec_mode: str, env: Mapping[str, str] | None = None) -> Mode:
             + (" or auto." if source == "tracking.mode" else " (or unset it to use tracking.mode).")
         )
     return _WANDB_MODE_ALIASES[requested]
+
+
+def _probe(host: str, port: int, tls: bool, connect_to: tuple[str, int] | None, timeout: float) -> None:
+    """Raise unless a connection to the server (through the proxy `connect_to`) gets any answer."""
+    with socket.create_connection(connect_to or (host, port), timeout=timeout) as sock:
+        if connect_to is not None:  # an HTTP(S) proxy: ask it for a tunnel and wait for its reply
+            sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            if not sock.recv(1):
+                raise ConnectionError(f"proxy {connect_to[0]}:{connect_to[1]} closed the connection")
+        elif tls:  # the TLS handshake needs the server's answer; certificates are W&B's business
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            context.wrap_socket(sock, server_hostname=host).close()
+        else:
+            sock.sendall(f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            if not sock.recv(1):
+                raise ConnectionError("the server closed the connection without an answer")
+
+
+def probe_server(base_url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if the W&B server at `base_url` answers within `timeout` seconds, else why not (one line).
+
+    Checks name lookup, connection and the server's first bytes (TLS handshake or an HTTP reply), via
+    the proxy of HTTPS_PROXY/HTTP_PROXY when one applies. Runs in a daemon thread so that a stalled
+    name lookup (which socket timeouts do not cover) is bounded too.
+    """
+    parts = urlsplit(base_url)
+    host, tls = parts.hostname or "", parts.scheme == "https"
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        return f"{base_url!r} has an invalid port"
+    connect_to = None
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        connect_to = (p.hostname or "", p.port or 80)
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            _probe(host, port, tls, connect_to, timeout)
+            outcome.append(None)
+        except Exception as e:  # DNS failure, refused, reset, timeout, TLS error
+            outcome.append(f"{type(e).__name__}: {_first_line(e)}")
+
+    thread = threading.Thread(target=attempt, name="wandb-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        via = f" (via proxy {connect_to[0]}:{connect_to[1]})" if connect_to else ""
+        return f"no answer from {host}:{port}{via} within {timeout:g} s"
+    return outcome[0]
 
 
 def sweep_agent_run_id(env: Mapping[str, str] | None = None) -> str | None:
@@ -204,6 +267,12 @@ class Tracker:
             mode_order = []
         else:
             self._wandb = wandb
+        if mode_order and mode_order[0] == "online":
+            base_url = os.environ.get("WANDB_BASE_URL") or _default_base_url(wandb)
+            unreachable = probe_server(base_url)
+            if unreachable is not None:
+                failures.append(f"W&B server {base_url} not reachable ({unreachable})")
+                mode_order = ["offline"]
         all_tags = list(dict.fromkeys([*tracking.tags, *tags]))
         for attempt in mode_order:
             try:
@@ -308,6 +377,14 @@ def _reset_wandb_service(wandb: ModuleType) -> None:
         wandb.teardown()
     except Exception:
         pass
+
+
+def _default_base_url(wandb: ModuleType) -> str:
+    """The W&B server the installed wandb talks to by default (the cloud API)."""
+    try:
+        return str(wandb.Settings().base_url)
+    except Exception:
+        return f"https://{WANDB_CLOUD_HOSTS[-1]}"
 
 
 def _first_line(error: BaseException) -> str:

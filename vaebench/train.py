@@ -374,7 +374,8 @@ def train(
                 "rng": rng_state(),
                 "loop": state,
                 "spec": run_document(variant, seed),
-                "metrics": paths.metrics.read_bytes(),  # every row so far: rebuilds a damaged metrics.jsonl
+                # every row so far (str: weights_only loading refuses b""), to rebuild a damaged metrics.jsonl
+                "metrics": paths.metrics.read_bytes().decode("utf-8", errors="replace"),
             },
         )
 
@@ -529,18 +530,7 @@ def finish_run(
         # last.pt only if no validation ever gave a finite loss (then best.pt was never written)
         which = "best" if paths.best.exists() else "last"
         evaluate_run(paths.root, checkpoint=which, device=dev, tracker=tracker, tracker_step=state["step"])
-    rows = MetricsLog.read(paths.metrics)
-    last_val = next((r for r in reversed(rows) if "val/loss" in r), {})
-    summary = {
-        "experiment": variant.experiment,
-        "variant": variant.name,
-        "seed": seed,
-        "step": state["step"],
-        "best_step": state.get("best_step"),
-        "best/val_loss": state["best_val"],
-        **{k: v for k, v in rows[-1].items() if k.startswith("train/")},
-        **{k: v for k, v in last_val.items() if k.startswith("val/")},
-    }
+    summary = training_summary(run_document(variant, seed), state, MetricsLog.read(paths.metrics))
     update_summary(paths.summary, summary)
     tracker.summary_update(summary)
     atomic_write_text(paths.done, datetime.now(timezone.utc).isoformat())
@@ -597,7 +587,7 @@ def _repair_damaged_metrics(paths: RunPaths, ckpt: dict[str, Any] | None, report
             ckpt = None
     record = ckpt.get("metrics") if ckpt is not None else None
     step = ckpt["loop"]["step"] if ckpt is not None else 0
-    message = repair_metrics(paths.metrics, record if isinstance(record, bytes) else None, step)
+    message = repair_metrics(paths.metrics, record.encode() if isinstance(record, str) else None, step)
     warnings.warn(message, CheckpointWarning, stacklevel=3)
     reporter.message(message)
 
@@ -656,6 +646,26 @@ def _last_logged_step(paths: RunPaths) -> int:
         if isinstance(row, dict) and isinstance(row.get("step"), int):
             step = max(step, row["step"])
     return step
+
+
+def training_summary(
+    document: dict[str, Any], loop: dict[str, Any], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """summary.json's training keys: the run's names, last and best step, the last train/ and val/ values.
+
+    document: spec.yaml's (`run_document`); loop: the trainer's state at the last step; rows: metrics.jsonl.
+    """
+    last_val = next((r for r in reversed(rows) if "val/loss" in r), {})
+    return {
+        "experiment": document["experiment"],
+        "variant": document["variant"],
+        "seed": document["seed"],
+        "step": loop["step"],
+        "best_step": loop.get("best_step"),
+        "best/val_loss": loop["best_val"],
+        **{k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("train/")},
+        **{k: v for k, v in last_val.items() if k.startswith("val/")},
+    }
 
 
 def _zero_acc() -> dict[str, float]:

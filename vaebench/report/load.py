@@ -158,8 +158,9 @@ def _read_files(paths: RunPaths, record: RunRecord) -> None:
     """Fill `record` from spec.yaml, metrics.jsonl, summary.json, eval/<split>.json and env.json."""
     if not paths.spec.is_file():
         raise UserError(
-            f"no spec.yaml in {paths.root}: the run never started, or the file was deleted. "
-            "Rerun `vaebench run` for this variant and seed, or remove the folder."
+            f"no spec.yaml in {paths.root}: the run never started, or the file was deleted. Rerun "
+            "`vaebench run` for this variant and seed: it restores spec.yaml from the run's checkpoint "
+            "(a finished run is not retrained) or, without one, trains the run."
         )
     document = read_run_document(paths.spec)
     record.experiment = str(document.get("experiment", record.experiment))
