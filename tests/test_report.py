@@ -28,7 +28,14 @@ from vaebench.experiments import load_experiment
 from vaebench.report import build_report
 from vaebench.report.load import load_runs
 from vaebench.report.stats import mean_ci, t_critical
-from vaebench.report.tables import axis_effects, latex_escape, latex_table, rank_variants, variant_table
+from vaebench.report.tables import (
+    axis_effects,
+    format_effects,
+    latex_escape,
+    latex_table,
+    rank_variants,
+    variant_table,
+)
 from vaebench.report.wandb_api import load_wandb
 from vaebench.runner import plan_runs, run_queue
 from vaebench.spec import RunSpec
@@ -67,7 +74,10 @@ GRID_BPD = {
     ("variance", "1"): (2.6, 2.9),
     ("variance", "4"): (3.3, 3.4),
 }
-T3 = 3.182446305  # Student t, 97.5% quantile, 3 degrees of freedom (published tables: 3.182)
+T1 = 12.70620474  # Student t, 97.5% quantile, 1 degree of freedom (published tables: 12.706)
+T2 = 4.30265273  # 2 degrees of freedom (4.303)
+T3 = 3.182446305  # 3 degrees of freedom (3.182)
+T5 = 2.570581836  # 5 degrees of freedom (2.571)
 
 
 def make_run(
@@ -178,26 +188,63 @@ def test_variant_table_is_mean_and_sample_std_over_seeds(grid_runs: Path) -> Non
     assert list(ranked["rank"]) == [1, 2, 3, 4]
 
 
-def test_axis_effects_are_paired_over_the_other_axis_and_the_seed(grid_runs: Path) -> None:
+def test_axis_effects_pair_runs_and_replicate_over_seeds(grid_runs: Path) -> None:
     effects = axis_effects(load_runs([grid_runs])).set_index(["axis", "metric"])
     decoder = effects.loc[("decoder", "bpd_elbo")]
     # pairs (beta, seed): (1,0) 2.6-3.0, (1,1) 2.9-3.2, (4,0) 3.3-3.5, (4,1) 3.4-3.9
-    diffs = [-0.4, -0.3, -0.2, -0.5]
-    sd = statistics.stdev(diffs)
-    assert (decoder["level"], decoder["reference"], decoder["n_pairs"]) == ("variance", "isotropic", 4)
+    # per seed: seed 0 mean(-0.4, -0.2) = -0.3, seed 1 mean(-0.3, -0.5) = -0.4; t over 2 seeds (1 df)
+    per_seed = [-0.3, -0.4]
+    sd = statistics.stdev(per_seed)
+    assert (decoder["level"], decoder["reference"]) == ("variance", "isotropic")
+    assert (decoder["n_pairs"], decoder["n_seeds"]) == (4, 2)
     assert decoder["mean_diff"] == pytest.approx(-0.35)
     assert decoder["std_diff"] == pytest.approx(sd)
-    assert decoder["ci_low"] == pytest.approx(-0.35 - T3 * sd / 2, rel=1e-7)
-    assert decoder["ci_high"] == pytest.approx(-0.35 + T3 * sd / 2, rel=1e-7)
+    assert decoder["ci_low"] == pytest.approx(-0.35 - T1 * sd / math.sqrt(2), rel=1e-7)
+    assert decoder["ci_high"] == pytest.approx(-0.35 + T1 * sd / math.sqrt(2), rel=1e-7)
     beta = effects.loc[("beta", "bpd_elbo")]
     assert (beta["level"], beta["reference"]) == ("4", "1")  # natural order: 1 before 4
-    assert beta["mean_diff"] == pytest.approx(0.6)  # 0.5, 0.7, 0.7, 0.5
-    assert beta["ci_high"] - beta["mean_diff"] == pytest.approx(
-        T3 * statistics.stdev([0.5, 0.7, 0.7, 0.5]) / 2
-    )
+    assert beta["mean_diff"] == pytest.approx(0.6)  # seed 0 mean(0.5, 0.7), seed 1 mean(0.7, 0.5)
+    assert beta["ci_high"] - beta["mean_diff"] == pytest.approx(0.0, abs=1e-12)
     # bpd_iw is missing for one run, so the pair holding it is left out
     assert effects.loc[("decoder", "bpd_iw"), "n_pairs"] == 3
     assert effects.loc[("beta", "kl"), "mean_diff"] == pytest.approx(30.0)
+
+
+def test_effect_intervals_use_the_seed_as_the_unit_when_the_seed_effect_is_large(tmp_path: Path) -> None:
+    """A 2 x 2 grid, 3 seeds: each seed shifts every run a lot and the decoder axis by a seed-specific
+    amount (+0.10, +0.02, +0.06), so the decoder effect is 0.06 with seed-to-seed spread 0.04. Taken as
+    6 independent pairs (5 df) the interval would exclude 0; over 3 seeds (2 df) it must not."""
+    seed_shift = {0: 1.0, 1: -2.0, 2: 3.0}
+    decoder_effect = {0: 0.10, 1: 0.02, 2: 0.06}
+    for seed in range(3):
+        for decoder in ("isotropic", "variance"):
+            for beta in ("1", "4"):
+                bpd = 5.0 + seed_shift[seed] + (0.3 if beta == "4" else 0.0)
+                bpd += decoder_effect[seed] if decoder == "variance" else 0.0
+                axes = {"decoder": decoder, "beta": beta}
+                make_run(tmp_path, f"decoder-{decoder}_beta-{beta}", seed, axes, {"bpd_elbo": bpd})
+    effect = axis_effects(load_runs([tmp_path])).set_index(["axis", "metric"]).loc[("decoder", "bpd_elbo")]
+    per_seed = [0.10, 0.02, 0.06]
+    half = T2 * statistics.stdev(per_seed) / math.sqrt(3)
+    assert (effect["n_pairs"], effect["n_seeds"]) == (6, 3)
+    assert effect["mean_diff"] == pytest.approx(0.06)
+    assert (
+        effect["ci_low"] == pytest.approx(0.06 - half, rel=1e-7) and effect["ci_low"] < 0 < effect["ci_high"]
+    )
+    pairs_as_replicates = T5 * statistics.stdev(per_seed * 2) / math.sqrt(6)
+    assert 0.06 - pairs_as_replicates > 0  # what the old, pair-based interval would have claimed
+
+
+def test_one_seed_gives_an_effect_but_no_interval(tmp_path: Path) -> None:
+    for decoder, bpd in (("isotropic", 5.0), ("variance", 4.5)):
+        make_run(tmp_path, f"decoder-{decoder}", 0, {"decoder": decoder}, {"bpd_elbo": bpd})
+    effects = axis_effects(load_runs([tmp_path]))
+    row = effects.set_index("metric").loc["bpd_elbo"]
+    assert (row["n_seeds"], row["mean_diff"]) == (1, pytest.approx(-0.5))
+    assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+    formatted = format_effects(effects)
+    assert formatted.iloc[0]["seeds"] == "1"
+    assert "(1 seed, no interval)" in formatted.iloc[0].iloc[4]
 
 
 def test_reference_level_is_the_first_in_the_experiment_file_the_runs_came_from(tmp_path: Path) -> None:
@@ -229,7 +276,11 @@ def test_report_of_constructed_grid_shows_hand_computed_numbers(grid_runs: Path,
     assert "| 1 | decoder-variance_beta-1 | variance | 1 | 2 | 2.7500 ± 0.2121 |" in variants_md
     assert "3.2000 (n=1)" in variants_md
     effects_md = (out / "tables" / "effects.md").read_text()
-    assert "| decoder | variance − isotropic | 4 | -0.3500 [-0.5554, -0.1446] |" in effects_md
+    half = T1 * statistics.stdev([-0.3, -0.4]) / math.sqrt(2)
+    assert (
+        f"| decoder | variance − isotropic | 2 | 4 | -0.3500 [{-0.35 - half:+.4f}, {-0.35 + half:+.4f}] |"
+        in effects_md
+    )
     tex = (out / "tables" / "effects.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"variance $-$ isotropic" in tex
     effects_csv = pd.read_csv(out / "tables" / "effects.csv")

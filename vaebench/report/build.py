@@ -273,11 +273,14 @@ def _document(
     else:
         blocks += [
             render.Text(
-                "For each axis, the mean difference of each metric between a level and the reference "
-                "level (the first in the experiment file), over pairs of runs that share the other axes' "
-                "levels and the seed, with a Student-t 95% interval over the pairs (none for a single "
-                "pair). An interval that excludes 0 is an effect larger than the seed noise and the "
-                "interactions in this grid."
+                "For each axis, the difference of each metric between a level and the reference level "
+                "(the first in the experiment file). Runs that share the other axes' levels and the seed "
+                "are paired; each seed's paired differences are averaged, and the effect is the mean over "
+                "seeds with a Student-t 95% interval over the seeds (n seeds − 1 degrees of freedom; no "
+                "interval from one seed). The seed is the unit of replication: with few seeds the "
+                "intervals are wide, as they should be. An interval that excludes 0 says the effect "
+                "exceeds the seed-to-seed variation of this grid at that number of seeds; it says "
+                "nothing about practical size."
             ),
             render.Table(effects_text),
             *_image(plots["effects"], out, "Axis effects: mean paired difference with its 95% interval."),

@@ -7,13 +7,14 @@ numeric table and "–" in the formatted one, never a crash.
 
 Axis effects, the table an ablation study exists for. For axis A with levels a0 (the reference: the
 first level in the experiment file) and a1, a2, ...: runs are paired when they share the level of
-every other axis *and the seed*, and the effect of a_k is the mean over pairs of
-metric(a_k) - metric(a0), with a Student-t 95% interval over the pairs (n - 1 degrees of freedom).
-So on a 2 x 2 grid with 3 seeds, the effect of one axis is a mean of 2 x 3 = 6 paired differences:
-it is averaged over the other axes' levels, and its interval includes how much the effect varies
-with them (their interaction) as well as seed noise. Pairing by seed (rather than averaging seeds per
-cell first) keeps every run and, since runs with the same seed see the same data order, cancels part
-of the seed noise. A pair with the metric missing on either side is left out, so n can differ by metric.
+every other axis *and the seed*, giving paired differences metric(a_k) - metric(a0). The seed is the
+unit of replication: the paired differences of one seed are averaged first (over the other axes'
+levels), and the effect is the mean of those per-seed effects with a Student-t 95% interval over the
+seeds (n_seeds - 1 degrees of freedom; no interval from a single seed). The differences within one
+seed are not independent replicates (they share the seed's initialisation, data order and noise), so
+treating the 16 pairs of a 16-variant grid as 16 samples when only 2 seeds exist would make the
+interval several times too narrow. Pairing by seed still cancels the noise that runs of one seed share.
+A pair with the metric missing on either side is left out, so the counts can differ by metric.
 """
 
 from __future__ import annotations
@@ -102,9 +103,11 @@ def rank_variants(table: pd.DataFrame, by: str) -> pd.DataFrame:
 
 
 def axis_effects(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
-    """Long table: axis, level, reference, metric, n_pairs, mean_diff, std_diff, ci_low, ci_high.
+    """Long table: axis, level, reference, metric, n_pairs, n_seeds, mean_diff, std_diff, ci_low, ci_high.
 
-    See the module docstring for the pairing. Axes with fewer than two finished levels are skipped.
+    See the module docstring: mean_diff is the mean over seeds of each seed's mean paired difference,
+    std_diff their standard deviation over seeds, and the interval a t interval over seeds.
+    Axes with fewer than two finished levels are skipped.
     """
     finished = rs.finished
     rows = []
@@ -122,14 +125,16 @@ def axis_effects(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.D
                     diffs = (cells[level] - cells[reference]).dropna()
                 else:
                     diffs = pd.Series(dtype=float)
-                ci = mean_ci(diffs)
+                per_seed = diffs.groupby(level="seed").mean() if len(diffs) else diffs  # the replicates
+                ci = mean_ci(per_seed)
                 rows.append(
                     {
                         "axis": axis,
                         "level": level,
                         "reference": reference,
                         "metric": m.key,
-                        "n_pairs": ci.n,
+                        "n_pairs": len(diffs),
+                        "n_seeds": ci.n,
                         "mean_diff": ci.mean,
                         "std_diff": ci.std,
                         "ci_low": ci.low,
@@ -142,6 +147,7 @@ def axis_effects(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.D
         "reference",
         "metric",
         "n_pairs",
+        "n_seeds",
         "mean_diff",
         "std_diff",
         "ci_low",
@@ -188,28 +194,36 @@ def format_variant_table(table: pd.DataFrame, metrics: Sequence[Metric] = REPORT
 
 
 def format_effects(effects: pd.DataFrame, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
-    """One row per (axis, level): "+0.0123 [-0.0040, +0.0286]" per metric; pairs of the first metric."""
+    """One row per (axis, level): "+0.0123 [-0.0040, +0.0286]" per metric; seeds and pairs of the first."""
     rows = []
     for (axis, level), group in effects.groupby(["axis", "level"], sort=False):
         by_metric = {r["metric"]: r for _, r in group.iterrows()}
         first = by_metric[metrics[0].key] if metrics[0].key in by_metric else group.iloc[0]
-        pairs = int(first["n_pairs"])
-        row = {"axis": axis, "effect of": f"{level} − {first['reference']}", "pairs": str(pairs)}
+        seeds = int(first["n_seeds"])
+        row = {
+            "axis": axis,
+            "effect of": f"{level} − {first['reference']}",
+            "seeds": str(seeds),
+            "pairs": str(int(first["n_pairs"])),
+        }
         for m in metrics:
             r = by_metric.get(m.key)
-            row[f"Δ {m.label}"] = MISSING if r is None else effect_cell(r, m.fmt, pairs)
+            row[f"Δ {m.label}"] = MISSING if r is None else effect_cell(r, m.fmt, seeds)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def effect_cell(r: pd.Series, fmt: str, pairs: int) -> str:
+def effect_cell(r: pd.Series, fmt: str, seeds: int) -> str:
+    """ "+0.0123 [-0.0040, +0.0286]"; "(1 seed, no interval)" for one seed; "(n=k seeds)" where it differs."""
     if not r["n_pairs"]:
         return MISSING
     text = _fmt(r["mean_diff"], "+" + fmt)
     if math.isfinite(r["ci_low"]):
         text += f" [{_fmt(r['ci_low'], '+' + fmt)}, {_fmt(r['ci_high'], '+' + fmt)}]"
-    if int(r["n_pairs"]) != pairs:
-        text += f" (n={int(r['n_pairs'])})"
+    elif int(r["n_seeds"]) == 1:
+        text += " (1 seed, no interval)"
+    if int(r["n_seeds"]) != seeds:
+        text += f" (n={int(r['n_seeds'])} seeds)"
     return text
 
 
