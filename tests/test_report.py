@@ -247,6 +247,20 @@ def test_one_seed_gives_an_effect_but_no_interval(tmp_path: Path) -> None:
     assert "(1 seed, no interval)" in formatted.iloc[0].iloc[4]
 
 
+def test_a_report_of_other_runs_is_not_overwritten_without_force(grid_runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    build_report([grid_runs], out=out, figures=False)
+    full = (out / "tables" / "variants.csv").read_text()
+    one_variant = grid_runs / "grid" / "decoder-variance_beta-1"
+    with pytest.raises(UserError, match="other runs") as error:
+        build_report([one_variant], out=out, figures=False)
+    assert "--force" in str(error.value)
+    assert (out / "tables" / "variants.csv").read_text() == full  # the full report is untouched
+    build_report([grid_runs], out=out, figures=False)  # the same runs again: replaced, no question
+    build_report([one_variant], out=out, figures=False, force=True)
+    assert (out / "tables" / "variants.csv").read_text() != full
+
+
 def test_reference_level_is_the_first_in_the_experiment_file_the_runs_came_from(tmp_path: Path) -> None:
     experiment = tmp_path / "exp.yaml"
     grid = {"anneal": {"linear": {"anneal.schedule": "linear"}, "cosine": {"anneal.schedule": "cosine"}}}

@@ -566,11 +566,15 @@ def report(
             help="Device for the write-up figures (auto: CUDA when available).",
         ),
     ] = "cpu",
+    force: Annotated[
+        bool, typer.Option(help="Replace a report in --out that was made from other runs.")
+    ] = False,
 ) -> None:
     """Tables, plots and write-up figures of an experiment's runs, tied together in report.md and report.html.
 
-    Unfinished, diverged and broken runs are listed in the report with the reason; rerunning replaces
-    the previous report in the same folder.
+    Unfinished, diverged and broken runs are listed in the report with the reason; rerunning on the same
+    runs replaces the previous report in the same folder, and a report made from other runs is kept
+    unless --force.
     """
     import pandas as pd
 
@@ -590,6 +594,7 @@ def report(
             figure_scale=figure_scale,
             device=device,
             console=console,
+            force=force,
         )
     variants = format_variant_table(read_variant_table(path / "tables" / "variants.csv"))
     if variants.empty:

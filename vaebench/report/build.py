@@ -16,6 +16,7 @@ the time, and every figure is deterministic, so the same runs give the same file
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,15 +55,35 @@ MARKER = ".vaebench-report"
 _OWNED = ("tables", "plots", "figures", "report.md", "report.html")
 
 
-def prepare_output(out: Path) -> None:
-    """Empty the report files of a previous run in `out`; refuse a non-empty folder that is not a report."""
+def report_selection(rs: RunSet) -> list[str]:
+    """What a report is made from: `<experiment>/<variant>/seed<k>` of each run, sorted."""
+    return sorted(f"{rs.experiment}/{r.variant}/seed{r.seed}" for r in rs.runs.itertuples())
+
+
+def prepare_output(out: Path, selection: list[str], force: bool = False) -> None:
+    """Empty the report files of a previous run in `out`; refuse a non-empty folder that is not a report,
+    and a report made from other runs (unless `force`): `vaebench report runs/x/<one variant>` with the
+    default --out must not replace the experiment's full report."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the report.")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+    marker = out / MARKER
+    if out.is_dir() and any(out.iterdir()) and not marker.exists():
         raise UserError(
             f"--out {out} is a non-empty folder that `vaebench report` did not make; "
             "choose another folder (or empty this one) so that nothing of yours is overwritten."
         )
+    if marker.is_file() and not force:
+        try:
+            previous = json.loads(marker.read_text()).get("runs")
+        except (ValueError, AttributeError):
+            previous = None  # a marker of an older vaebench: no record of its runs
+        if isinstance(previous, list) and previous != selection:
+            only_old = len(set(previous) - set(selection))
+            raise UserError(
+                f"--out {out} holds the report of other runs ({len(previous)} runs; {only_old} of them are "
+                f"not among the {len(selection)} selected now), which this report would replace. Give "
+                "another folder with --out, or --force to replace it."
+            )
     out.mkdir(parents=True, exist_ok=True)
     for name in _OWNED:
         path = out / name
@@ -70,9 +91,8 @@ def prepare_output(out: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    atomic_write_text(
-        out / MARKER, "Made by `vaebench report`; regenerating replaces this folder's report.\n"
-    )
+    note = "Made by `vaebench report`; regenerating from the same runs replaces this folder's report."
+    atomic_write_text(marker, json.dumps({"note": note, "runs": selection}, indent=1) + "\n")
 
 
 def _rel(path: Path, out: Path) -> str:
@@ -124,6 +144,7 @@ def build_report(
     figure_scale: int = 2,
     device: str = "cpu",
     console: Console | None = None,
+    force: bool = False,
 ) -> Path:
     """Write the report of one experiment's runs and return its folder.
 
@@ -132,7 +153,8 @@ def build_report(
     from the W&B public API (`wandb_api`, default `wandb.Api()`) instead; rank_by: the metric that
     orders the variant table and picks each variant's best run; figure_runs: run folders to draw the
     write-up figures from instead of each variant's best; figures: False skips them (no checkpoints
-    are read); console: where the loading progress bar goes (None: no bar).
+    are read); console: where the loading progress bar goes (None: no bar); force: replace a report
+    in `out` made from other runs.
     """
     if rank_by not in {m.key for m in REPORT_METRICS}:
         choices = ", ".join(m.key for m in REPORT_METRICS)
@@ -154,7 +176,7 @@ def build_report(
     else:
         rs = load_runs(list(run_dirs), experiment, console)
     out = Path(out) if out is not None else Path("reports") / rs.experiment
-    prepare_output(out)
+    prepare_output(out, report_selection(rs), force)
     tables_dir, plots_dir = out / "tables", out / "plots"
 
     # Tables
