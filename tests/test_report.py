@@ -30,6 +30,7 @@ from vaebench.report.load import load_runs
 from vaebench.report.stats import mean_ci, t_critical
 from vaebench.report.tables import (
     axis_effects,
+    degenerate_metrics,
     format_effects,
     latex_escape,
     latex_table,
@@ -245,6 +246,30 @@ def test_one_seed_gives_an_effect_but_no_interval(tmp_path: Path) -> None:
     formatted = format_effects(effects)
     assert formatted.iloc[0]["seeds"] == "1"
     assert "(1 seed, no interval)" in formatted.iloc[0].iloc[4]
+
+
+def test_degenerate_metrics_get_a_note_not_an_effect(tmp_path: Path) -> None:
+    """MI at log(batch) in every run, active units 4/4 everywhere, KL differing at 1e-12: flagged;
+    bits/dim, which really differs, is not."""
+    for decoder, bpd in (("isotropic", 5.0), ("variance", 4.5)):
+        for seed in (0, 1):
+            metrics = {
+                "bpd_elbo": bpd + 0.01 * seed,
+                "mutual_info": math.log(128) - 0.001 * seed,
+                "mutual_info_batch": 128,
+                "active_units": 4,
+                "kl": 100.0 + 1e-12 * seed,
+            }
+            make_run(tmp_path, f"decoder-{decoder}", seed, {"decoder": decoder}, metrics)
+    rs = load_runs([tmp_path])
+    flags = degenerate_metrics(rs)
+    assert set(flags) == {"mutual_info", "active_units", "kl"}
+    assert "ceiling" in flags["mutual_info"] and "4.852" in flags["mutual_info"]
+    assert "constant (4.0)" in flags["active_units"] and "floating-point" in flags["kl"]
+    row = format_effects(axis_effects(rs), flags=flags).iloc[0]
+    assert row["Δ MI (nats)"] == "n/a (see note)" and row["Δ bits/dim (−ELBO)"].startswith("-0.5000")
+    out = build_report([tmp_path], out=tmp_path / "report", figures=False)
+    assert "Not an effect: MI (nats) is at its ceiling" in (out / "report.md").read_text()
 
 
 def test_a_report_of_other_runs_is_not_overwritten_without_force(grid_runs: Path, tmp_path: Path) -> None:

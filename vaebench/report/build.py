@@ -41,6 +41,7 @@ from vaebench.report.plots import (
 from vaebench.report.tables import (
     attention_table,
     axis_effects,
+    degenerate_metrics,
     environment_table,
     format_effects,
     format_variant_table,
@@ -188,7 +189,8 @@ def build_report(
     variants_text = format_variant_table(variants)
     write_table(tables_dir, "variants", variants, variants_text, f"Results by variant, ranked by {by.label}.")
     effects = axis_effects(rs)
-    effects_text = format_effects(effects) if not effects.empty else pd.DataFrame()
+    flags = degenerate_metrics(rs)
+    effects_text = format_effects(effects, flags=flags) if not effects.empty else pd.DataFrame()
     if not effects.empty:
         caption = "Effect of each axis: mean paired difference [95% t interval]."
         write_table(tables_dir, "effects", effects, effects_text, caption)
@@ -209,7 +211,9 @@ def build_report(
     palette = variant_palette(rs.variants)
     plots = {
         "bits_per_dim": plot_bits_per_dim(rs, palette, plots_dir / "bits_per_dim"),
-        "effects": plot_axis_effects(effects, REPORT_METRICS, plots_dir / "effects"),
+        "effects": plot_axis_effects(
+            effects, [m for m in REPORT_METRICS if m.key not in flags], plots_dir / "effects"
+        ),
         "curves": plot_training_curves(rs, palette, plots_dir / "curves"),
         "latent_usage": plot_latent_usage(rs, palette, plots_dir / "latent_usage"),
         "beta_sweep": plot_beta_sweep(rs, palette, plots_dir / "beta_sweep"),
@@ -223,7 +227,7 @@ def build_report(
         )
 
     blocks = _document(
-        rs, out, variants_text, effects_text, attention, spec_diff, shared, environment, plots, by
+        rs, out, variants_text, effects_text, attention, spec_diff, shared, environment, plots, by, flags
     )
     blocks += writeup
     blocks += _settings_section(spec_diff, shared, environment)
@@ -254,6 +258,7 @@ def _document(
     environment: pd.DataFrame,
     plots: dict[str, list[Path] | None],
     by: Any,
+    flags: dict[str, str],
 ) -> list[render.Block]:
     counts = rs.runs["status"].value_counts()
     status_text = ", ".join(f"{counts[s]} {s}" for s in counts.index)
@@ -305,6 +310,7 @@ def _document(
                 "nothing about practical size."
             ),
             render.Table(effects_text),
+            *(render.Text(f"Not an effect: {metric(key).label} is {why}.") for key, why in flags.items()),
             *_image(plots["effects"], out, "Axis effects: mean paired difference with its 95% interval."),
         ]
 

@@ -159,6 +159,38 @@ def axis_effects(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.D
     return table.assign(_k=key).sort_values(["axis", "level", "_k"], kind="stable").drop(columns="_k")
 
 
+def degenerate_metrics(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> dict[str, str]:
+    """Metrics whose differences between runs carry no information, with the reason (for a note).
+
+    - at its ceiling in every run: the minibatch MI estimate cannot exceed log(mutual_info_batch), so a
+      code that is used saturates there and its "effects" are noise around the bound;
+    - constant across the finished runs (e.g. 32/32 active units everywhere);
+    - differences at floating-point scale: the spread is below 1e-9 of the values' size.
+    An effect interval is not drawn for these: it would present noise (or nothing) as a finding.
+    """
+    finished = rs.finished
+    flags: dict[str, str] = {}
+    for m in metrics:
+        values = _values(finished, m.key).dropna()
+        if len(values) < 2:
+            continue
+        spread, size = float(values.max() - values.min()), float(values.abs().max())
+        batch = _values(finished, "mutual_info_batch").reindex(values.index)
+        if m.key == "mutual_info" and batch.notna().all():
+            ceiling = batch.map(lambda n: math.log(n) if n and n > 0 else math.nan)
+            if ((ceiling - values).abs() <= 0.02 * ceiling).all():
+                flags[m.key] = (
+                    f"at its ceiling log(batch) = {float(ceiling.min()):.3f} nats in every run: the "
+                    "minibatch estimator saturates, so it cannot rank these codes (it detects collapse only)"
+                )
+                continue
+        if spread == 0.0:
+            flags[m.key] = f"constant ({format(float(values.iloc[0]), m.fmt)}) in every finished run"
+        elif spread <= 1e-9 * max(size, 1e-300):
+            flags[m.key] = f"differs between runs only at floating-point scale (spread {spread:.1e})"
+    return flags
+
+
 # ----------------------------------------------------------------------------- formatting
 
 
@@ -193,8 +225,13 @@ def format_variant_table(table: pd.DataFrame, metrics: Sequence[Metric] = REPORT
     return out.reset_index(drop=True)
 
 
-def format_effects(effects: pd.DataFrame, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
-    """One row per (axis, level): "+0.0123 [-0.0040, +0.0286]" per metric; seeds and pairs of the first."""
+def format_effects(
+    effects: pd.DataFrame, metrics: Sequence[Metric] = REPORT_METRICS, flags: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """One row per (axis, level): "+0.0123 [-0.0040, +0.0286]" per metric; seeds and pairs of the first.
+
+    A metric in `flags` (see `degenerate_metrics`) shows "n/a (see note)" instead of an effect."""
+    flags = flags or {}
     rows = []
     for (axis, level), group in effects.groupby(["axis", "level"], sort=False):
         by_metric = {r["metric"]: r for _, r in group.iterrows()}
@@ -208,7 +245,10 @@ def format_effects(effects: pd.DataFrame, metrics: Sequence[Metric] = REPORT_MET
         }
         for m in metrics:
             r = by_metric.get(m.key)
-            row[f"Δ {m.label}"] = MISSING if r is None else effect_cell(r, m.fmt, seeds)
+            if m.key in flags:
+                row[f"Δ {m.label}"] = "n/a (see note)"
+            else:
+                row[f"Δ {m.label}"] = MISSING if r is None else effect_cell(r, m.fmt, seeds)
         rows.append(row)
     return pd.DataFrame(rows)
 
