@@ -31,6 +31,7 @@ from vaebench.report.stats import mean_ci, t_critical
 from vaebench.report.tables import (
     axis_effects,
     degenerate_metrics,
+    environment_table,
     format_effects,
     latex_escape,
     latex_table,
@@ -270,6 +271,23 @@ def test_degenerate_metrics_get_a_note_not_an_effect(tmp_path: Path) -> None:
     assert row["Δ MI (nats)"] == "n/a (see note)" and row["Δ bits/dim (−ELBO)"].startswith("-0.5000")
     out = build_report([tmp_path], out=tmp_path / "report", figures=False)
     assert "Not an effect: MI (nats) is at its ceiling" in (out / "report.md").read_text()
+
+
+def test_identical_environments_collapse_to_one_row(tmp_path: Path) -> None:
+    env = {
+        "git_commit": "abcdef1234567",
+        "packages": {"torch": "2.14.1"},
+        "python": "3.11.7",
+        "device": "cpu",
+    }
+    for decoder in ("isotropic", "variance"):
+        folder = make_run(tmp_path, f"decoder-{decoder}", 0, {"decoder": decoder}, {"bpd_elbo": 5.0})
+        (folder / "env.json").write_text(json.dumps(env))
+    table = environment_table(load_runs([tmp_path]))
+    assert list(table["variant"]) == ["all 2 variants"] and list(table["torch"]) == ["2.14.1"]
+    other = tmp_path / "grid" / "decoder-variance" / "seed0" / "env.json"
+    other.write_text(json.dumps({**env, "device": "cuda"}))
+    assert len(environment_table(load_runs([tmp_path]))) == 2
 
 
 def test_a_report_of_other_runs_is_not_overwritten_without_force(grid_runs: Path, tmp_path: Path) -> None:

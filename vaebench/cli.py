@@ -100,7 +100,11 @@ def spec_show(
             console.rule(f"{v.experiment} / {v.name}")
             console.print(yaml.safe_dump(v.spec.model_dump(mode="json"), sort_keys=False), highlight=False)
     else:
-        console.print(variants_table(variants, f"{variants[0].experiment}: {len(variants)} variants"))
+        console.print(
+            variants_table(
+                variants, f"{variants[0].experiment}: {len(variants)} variant{'s' * (len(variants) != 1)}"
+            )
+        )
 
 
 @spec_app.command("validate", context_settings=EXTRA_ARGS)

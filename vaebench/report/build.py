@@ -96,6 +96,11 @@ def prepare_output(out: Path, selection: list[str], force: bool = False) -> None
     atomic_write_text(marker, json.dumps({"note": note, "runs": selection}, indent=1) + "\n")
 
 
+def _count(n: int, noun: str) -> str:
+    """ "1 run", "3 runs"."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
 
@@ -264,7 +269,8 @@ def _document(
     status_text = ", ".join(f"{counts[s]} {s}" for s in counts.index)
     blocks: list[render.Block] = [
         render.Text(
-            f"{len(rs.runs)} runs ({status_text}) of {len(rs.variants)} variants, from `{rs.source}`. "
+            f"{_count(len(rs.runs), 'run')} ({status_text}) of {_count(len(rs.variants), 'variant')}, "
+            f"from `{rs.source}`. "
             "Only finished runs enter the tables and plots. Tables are in `tables/` (CSV, Markdown, LaTeX), "
             "plots in `plots/` (PNG, PDF)."
         ),

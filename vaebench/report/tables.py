@@ -341,7 +341,11 @@ def environment_table(rs: RunSet) -> pd.DataFrame:
         rows.append(
             {"variant": variant, **{k: ", ".join(dict.fromkeys(e[k] for e in envs)) for k in envs[0]}}
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table) > 1 and len(table.drop(columns="variant").drop_duplicates()) == 1:
+        # every variant ran in the same environment: one row, not one copy per variant
+        return table.iloc[:1].assign(variant=f"all {len(table)} variants")
+    return table
 
 
 # ----------------------------------------------------------------------------- writers
