@@ -33,6 +33,7 @@ from vaebench.report.tables import (
     degenerate_metrics,
     environment_table,
     format_effects,
+    interaction_effects,
     latex_escape,
     latex_table,
     rank_variants,
@@ -271,6 +272,33 @@ def test_degenerate_metrics_get_a_note_not_an_effect(tmp_path: Path) -> None:
     assert row["Δ MI (nats)"] == "n/a (see note)" and row["Δ bits/dim (−ELBO)"].startswith("-0.5000")
     out = build_report([tmp_path], out=tmp_path / "report", figures=False)
     assert "Not an effect: MI (nats) is at its ceiling" in (out / "report.md").read_text()
+
+
+def test_a_decoder_dependent_effect_shows_in_the_interaction_table(tmp_path: Path) -> None:
+    """beta 4 costs +0.5 bits/dim with the isotropic decoder and saves 0.5 with the variance one: the
+    averaged effect is ~0, the interaction rows show both, each with its seed-as-unit interval."""
+    noise = {0: 0.0, 1: 0.02}
+    for decoder, sign in (("isotropic", 1.0), ("variance", -1.0)):
+        for beta in ("1", "4"):
+            for seed in (0, 1):
+                bpd = 5.0 + (sign * 0.5 + noise[seed] if beta == "4" else 0.0)
+                axes = {"decoder": decoder, "beta": beta}
+                make_run(tmp_path, f"decoder-{decoder}_beta-{beta}", seed, axes, {"bpd_elbo": bpd})
+    rs = load_runs([tmp_path])
+    overall = axis_effects(rs).set_index(["axis", "metric"]).loc[("beta", "bpd_elbo")]
+    assert overall["mean_diff"] == pytest.approx(0.01)  # +0.5 and -0.5 average away
+    table = interaction_effects(rs)
+    rows = table[(table["axis"] == "beta") & (table["metric"] == "bpd_elbo")].set_index("by_level")
+    assert list(rows["by_axis"]) == ["decoder", "decoder"]
+    assert rows.loc["isotropic", "mean_diff"] == pytest.approx(0.51)  # seeds: 0.50, 0.52
+    assert rows.loc["variance", "mean_diff"] == pytest.approx(-0.49)  # seeds: -0.50, -0.48
+    half = T1 * statistics.stdev([0.50, 0.52]) / math.sqrt(2)
+    assert rows.loc["isotropic", "ci_high"] == pytest.approx(0.51 + half, rel=1e-7)
+    assert (rows["n_seeds"] == 2).all() and (rows["n_pairs"] == 2).all()
+    out = build_report([tmp_path], out=tmp_path / "report", figures=False)
+    text = (out / "tables" / "interactions.md").read_text()
+    assert "| beta: 4 − 1 | decoder = variance | 2 | -0.4900 [" in text
+    assert "## Interactions" in (out / "report.md").read_text()
 
 
 def test_identical_environments_collapse_to_one_row(tmp_path: Path) -> None:

@@ -44,7 +44,9 @@ from vaebench.report.tables import (
     degenerate_metrics,
     environment_table,
     format_effects,
+    format_interactions,
     format_variant_table,
+    interaction_effects,
     rank_variants,
     spec_difference_tables,
     variant_table,
@@ -94,6 +96,21 @@ def prepare_output(out: Path, selection: list[str], force: bool = False) -> None
             path.unlink()
     note = "Made by `vaebench report`; regenerating from the same runs replaces this folder's report."
     atomic_write_text(marker, json.dumps({"note": note, "runs": selection}, indent=1) + "\n")
+
+
+def _interactions_section(interactions_text: pd.DataFrame, by: Any) -> list[render.Block]:
+    """The interaction table: where an effect depends on another axis, its rows differ."""
+    if interactions_text.empty:
+        return []
+    return [
+        render.Heading("Interactions"),
+        render.Text(
+            f"Each axis effect on {by.label}, computed only from the pairs that share one level of another "
+            "axis, with the same seed-as-unit interval. An effect that changes sign or size across the "
+            "levels of another axis depends on it; the table above averages over them."
+        ),
+        render.Table(interactions_text),
+    ]
 
 
 def _count(n: int, noun: str) -> str:
@@ -197,8 +214,15 @@ def build_report(
     flags = degenerate_metrics(rs)
     effects_text = format_effects(effects, flags=flags) if not effects.empty else pd.DataFrame()
     if not effects.empty:
-        caption = "Effect of each axis: mean paired difference [95% t interval]."
+        caption = "Effect of each axis: mean paired difference [95% t interval over seeds]."
         write_table(tables_dir, "effects", effects, effects_text, caption)
+    interactions = interaction_effects(rs)
+    interactions_text = format_interactions(interactions, by) if by.key not in flags else pd.DataFrame()
+    if not interactions_text.empty:
+        caption = (
+            f"Each axis effect on {by.label} split by the levels of every other axis [95% t over seeds]."
+        )
+        write_table(tables_dir, "interactions", interactions, interactions_text, caption)
     attention = attention_table(rs)
     if not attention.empty:
         write_table(tables_dir, "attention", attention, attention, "Runs that need attention.")
@@ -234,6 +258,7 @@ def build_report(
     blocks = _document(
         rs, out, variants_text, effects_text, attention, spec_diff, shared, environment, plots, by, flags
     )
+    blocks += _interactions_section(interactions_text, by)
     blocks += writeup
     blocks += _settings_section(spec_diff, shared, environment)
     title = f"vaebench report: {rs.experiment}"

@@ -102,13 +102,23 @@ def rank_variants(table: pd.DataFrame, by: str) -> pd.DataFrame:
     return ranked
 
 
-def axis_effects(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
-    """Long table: axis, level, reference, metric, n_pairs, n_seeds, mean_diff, std_diff, ci_low, ci_high.
+EFFECT_COLUMNS = [
+    "axis",
+    "level",
+    "reference",
+    "metric",
+    "n_pairs",
+    "n_seeds",
+    "mean_diff",
+    "std_diff",
+    "ci_low",
+    "ci_high",
+]
 
-    See the module docstring: mean_diff is the mean over seeds of each seed's mean paired difference,
-    std_diff their standard deviation over seeds, and the interval a t interval over seeds.
-    Axes with fewer than two finished levels are skipped.
-    """
+
+def _effect_rows(rs: RunSet, metrics: Sequence[Metric], split: bool) -> list[dict[str, Any]]:
+    """The rows of `axis_effects` (split=False), or of `interaction_effects` (split=True: one row per
+    level of every other axis, from the pairs that have that level)."""
     finished = rs.finished
     rows = []
     for axis in rs.axes:
@@ -125,38 +135,77 @@ def axis_effects(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.D
                     diffs = (cells[level] - cells[reference]).dropna()
                 else:
                     diffs = pd.Series(dtype=float)
-                per_seed = diffs.groupby(level="seed").mean() if len(diffs) else diffs  # the replicates
-                ci = mean_ci(per_seed)
-                rows.append(
-                    {
-                        "axis": axis,
-                        "level": level,
-                        "reference": reference,
-                        "metric": m.key,
-                        "n_pairs": len(diffs),
-                        "n_seeds": ci.n,
-                        "mean_diff": ci.mean,
-                        "std_diff": ci.std,
-                        "ci_low": ci.low,
-                        "ci_high": ci.high,
-                    }
-                )
-    columns = [
-        "axis",
-        "level",
-        "reference",
-        "metric",
-        "n_pairs",
-        "n_seeds",
-        "mean_diff",
-        "std_diff",
-        "ci_low",
-        "ci_high",
-    ]
-    table = pd.DataFrame(rows, columns=columns)
+                groups: list[tuple[dict[str, Any], pd.Series]] = [({}, diffs)]
+                if split:
+                    groups = [
+                        ({"by_axis": other, "by_level": by_level}, diffs.xs(by_level, level=other))
+                        for other in others
+                        for by_level in rs.levels.get(other, [])
+                        if len(diffs) and by_level in diffs.index.get_level_values(other)
+                    ]
+                for where, subset in groups:
+                    per_seed = subset.groupby(level="seed").mean() if len(subset) else subset  # replicates
+                    ci = mean_ci(per_seed)
+                    rows.append(
+                        {
+                            "axis": axis,
+                            "level": level,
+                            "reference": reference,
+                            **where,
+                            "metric": m.key,
+                            "n_pairs": len(subset),
+                            "n_seeds": ci.n,
+                            "mean_diff": ci.mean,
+                            "std_diff": ci.std,
+                            "ci_low": ci.low,
+                            "ci_high": ci.high,
+                        }
+                    )
+    return rows
+
+
+def _sorted(table: pd.DataFrame, metrics: Sequence[Metric], keys: list[str]) -> pd.DataFrame:
     order = {m.key: i for i, m in enumerate(metrics)}
     key = table["metric"].map(order)
-    return table.assign(_k=key).sort_values(["axis", "level", "_k"], kind="stable").drop(columns="_k")
+    return table.assign(_k=key).sort_values([*keys, "_k"], kind="stable").drop(columns="_k")
+
+
+def axis_effects(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
+    """Long table: axis, level, reference, metric, n_pairs, n_seeds, mean_diff, std_diff, ci_low, ci_high.
+
+    See the module docstring: mean_diff is the mean over seeds of each seed's mean paired difference,
+    std_diff their standard deviation over seeds, and the interval a t interval over seeds.
+    Axes with fewer than two finished levels are skipped.
+    """
+    table = pd.DataFrame(_effect_rows(rs, metrics, split=False), columns=EFFECT_COLUMNS)
+    return _sorted(table, metrics, ["axis", "level"])
+
+
+def interaction_effects(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
+    """Each axis effect split by the levels of every other axis (columns by_axis, by_level added).
+
+    The same pairs and the same seed-as-unit interval as `axis_effects`, restricted to the pairs with
+    that level: an effect that depends on the decoder (say) shows up as different rows here, where
+    `axis_effects` averages it away.
+    """
+    columns = [*EFFECT_COLUMNS[:3], "by_axis", "by_level", *EFFECT_COLUMNS[3:]]
+    table = pd.DataFrame(_effect_rows(rs, metrics, split=True), columns=columns)
+    return _sorted(table, metrics, ["axis", "level", "by_axis"])
+
+
+def format_interactions(table: pd.DataFrame, metric_: Metric) -> pd.DataFrame:
+    """One row per (axis effect, other axis level) for one metric: "+0.0123 [-0.0040, +0.0286]"."""
+    rows = table[table["metric"] == metric_.key]
+    return pd.DataFrame(
+        {
+            "effect of": [f"{r.axis}: {r.level} − {r.reference}" for r in rows.itertuples()],
+            "where": [f"{r.by_axis} = {r.by_level}" for r in rows.itertuples()],
+            "seeds": [str(int(r.n_seeds)) for r in rows.itertuples()],
+            f"Δ {metric_.label}": [
+                effect_cell(r, metric_.fmt, int(r["n_seeds"])) for _, r in rows.iterrows()
+            ],
+        }
+    )
 
 
 def degenerate_metrics(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> dict[str, str]:
