@@ -299,6 +299,8 @@ def test_a_decoder_dependent_effect_shows_in_the_interaction_table(tmp_path: Pat
     text = (out / "tables" / "interactions.md").read_text()
     assert "| beta: 4 − 1 | decoder = variance | 2 | -0.4900 [" in text
     assert "## Interactions" in (out / "report.md").read_text()
+    means = (out / "tables" / "level_means.md").read_text()
+    assert "| beta | 4 | 4 | 2 | 5.0100 [" in means  # (5.5 + 4.5) / 2 = 5.0 for seed 0, 5.02 for seed 1
 
 
 def test_identical_environments_collapse_to_one_row(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ from vaebench.report.tables import (
     format_interactions,
     format_variant_table,
     interaction_effects,
+    level_means,
     rank_variants,
     spec_difference_tables,
     variant_table,
@@ -98,11 +99,25 @@ def prepare_output(out: Path, selection: list[str], force: bool = False) -> None
     atomic_write_text(marker, json.dumps({"note": note, "runs": selection}, indent=1) + "\n")
 
 
-def _interactions_section(interactions_text: pd.DataFrame, by: Any) -> list[render.Block]:
-    """The interaction table: where an effect depends on another axis, its rows differ."""
+def _interactions_section(
+    means: pd.DataFrame, interactions_text: pd.DataFrame, by: Any
+) -> list[render.Block]:
+    """The mean per axis level, and the interaction table: where an effect depends on another axis,
+    its rows differ."""
+    blocks: list[render.Block] = []
+    if not means.empty:
+        blocks += [
+            render.Heading("Mean per axis level"),
+            render.Text(
+                f"{by.label} at each level of each axis, over all runs at that level: each seed's "
+                "runs are averaged, then the seeds, with a 95% t interval over seeds."
+            ),
+            render.Table(means),
+        ]
     if interactions_text.empty:
-        return []
+        return blocks
     return [
+        *blocks,
         render.Heading("Interactions"),
         render.Text(
             f"Each axis effect on {by.label}, computed only from the pairs that share one level of another "
@@ -216,6 +231,11 @@ def build_report(
     if not effects.empty:
         caption = "Effect of each axis: mean paired difference [95% t interval over seeds]."
         write_table(tables_dir, "effects", effects, effects_text, caption)
+    means = level_means(rs, by)
+    if not means.empty:
+        write_table(
+            tables_dir, "level_means", means, means, f"Mean {by.label} per axis level [95% t over seeds]."
+        )
     interactions = interaction_effects(rs)
     interactions_text = format_interactions(interactions, by) if by.key not in flags else pd.DataFrame()
     if not interactions_text.empty:
@@ -258,7 +278,7 @@ def build_report(
     blocks = _document(
         rs, out, variants_text, effects_text, attention, spec_diff, shared, environment, plots, by, flags
     )
-    blocks += _interactions_section(interactions_text, by)
+    blocks += _interactions_section(means, interactions_text, by)
     blocks += writeup
     blocks += _settings_section(spec_diff, shared, environment)
     title = f"vaebench report: {rs.experiment}"

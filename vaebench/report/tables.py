@@ -208,6 +208,32 @@ def format_interactions(table: pd.DataFrame, metric_: Metric) -> pd.DataFrame:
     )
 
 
+def level_means(rs: RunSet, metric_: Metric) -> pd.DataFrame:
+    """Per axis level, the metric's mean over seeds (each seed's runs at that level averaged first) with
+    its t interval over seeds: the marginal means behind each effect."""
+    finished = rs.finished.assign(value=_values(rs.finished, metric_.key))
+    rows = []
+    for axis in rs.axes:
+        for level in rs.levels.get(axis, []):
+            at_level = finished[finished[axis] == level].dropna(subset=["value"])
+            if at_level.empty:
+                continue
+            ci = mean_ci(at_level.groupby("seed")["value"].mean())
+            cell = _fmt(ci.mean, metric_.fmt)
+            if math.isfinite(ci.low):
+                cell += f" [{_fmt(ci.low, metric_.fmt)}, {_fmt(ci.high, metric_.fmt)}]"
+            rows.append(
+                {
+                    "axis": axis,
+                    "level": level,
+                    "runs": str(len(at_level)),
+                    "seeds": str(ci.n),
+                    metric_.label: cell,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def degenerate_metrics(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> dict[str, str]:
     """Metrics whose differences between runs carry no information, with the reason (for a note).
 
