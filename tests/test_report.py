@@ -303,6 +303,15 @@ def test_a_decoder_dependent_effect_shows_in_the_interaction_table(tmp_path: Pat
     assert "| beta | 4 | 4 | 2 | 5.0100 [" in means  # (5.5 + 4.5) / 2 = 5.0 for seed 0, 5.02 for seed 1
 
 
+def test_a_variant_with_fewer_seeds_is_listed_after_the_others_unranked(tmp_path: Path) -> None:
+    for variant, values in (("a", [5.0, 5.2]), ("b", [4.9, 5.1]), ("c", [3.0])):  # c: best, one seed
+        for seed, bpd in enumerate(values):
+            make_run(tmp_path, variant, seed, {"variant": variant}, {"bpd_elbo": bpd})
+    ranked = rank_variants(variant_table(load_runs([tmp_path])), "bpd_elbo")
+    assert list(ranked["variant"]) == ["b", "a", "c"]
+    assert list(ranked["rank"].astype("object").where(ranked["rank"].notna(), None)) == [1, 2, None]
+
+
 def test_identical_environments_collapse_to_one_row(tmp_path: Path) -> None:
     env = {
         "git_commit": "abcdef1234567",

@@ -88,17 +88,27 @@ def read_variant_table(path: Path) -> pd.DataFrame:
 
 
 def rank_variants(table: pd.DataFrame, by: str) -> pd.DataFrame:
-    """`table` sorted best first by the mean of metric `by` (missing last), with a 1-based `rank` column."""
+    """`table` sorted best first by the mean of metric `by`, with a 1-based `rank` column.
+
+    Only variants with a finished run for every seed (the largest `n`) are ranked: a mean over fewer
+    seeds is not comparable with the others, so such a variant comes after them, unranked (rank NA),
+    and so does one without the metric.
+    """
     m = metric(by)
     column = f"{by}_mean"
     if column not in table:
         raise ValueError(f"no column {column!r} to rank by")
-    ranked = table.sort_values(
-        column, ascending=m.higher_is_better is not True, na_position="last", kind="stable"
+    complete = table["n"] == table["n"].max() if len(table) else pd.Series(dtype=bool)
+    ranked = table.assign(_incomplete=~complete).sort_values(
+        ["_incomplete", column],
+        ascending=[True, m.higher_is_better is not True],
+        na_position="last",
+        kind="stable",
     )
-    ranked = ranked.reset_index(drop=True)
+    rankable = (ranked[column].notna() & ~ranked["_incomplete"]).to_numpy()
+    ranked = ranked.drop(columns="_incomplete").reset_index(drop=True)
     ranks = pd.Series(range(1, len(ranked) + 1), dtype="Int64")
-    ranked.insert(0, "rank", ranks.where(ranked[column].notna().to_numpy(), pd.NA))
+    ranked.insert(0, "rank", ranks.where(rankable, pd.NA))
     return ranked
 
 
