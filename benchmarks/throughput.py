@@ -13,7 +13,7 @@
     fused Adam, torch.compile with CUDA graphs on a channels_last model, no host sync in the step);
     `vaebench.evaluate.evaluate_model` (large forward passes, bf16 autocast on CUDA).
 
-Both train the same model with the same loss (`vaebench.losses.compute_loss`, discretized likelihood) on
+Both train the same model with the same loss (`vaebench.objectives`' ELBO, discretized likelihood) on
 the same generated CelebA-size JPEGs (benchmarks/jpeg_folder.py). Images/s are timed after warm-up
 steps (which include compilation, reported apart), with the device synchronised at both ends. FLOPs
 are counted by torch.utils.flop_counter on one step: convolutions and matmuls, not elementwise work.
@@ -57,8 +57,9 @@ from vaebench.data import CachedImages, prepare_cache
 from vaebench.evaluate import EVAL_FORWARD_IMAGES_CUDA, evaluate_model
 from vaebench.fastpath import DeviceBatches, FastTrainStep
 from vaebench.likelihoods import image_log_prob
-from vaebench.losses import compute_loss
-from vaebench.spec import CelebADataSpec, EvalSpec, LossSpec, ModelSpec, RunSpec, TrainSpec
+from vaebench.objectives import TrainingLoss
+from vaebench.spec import CelebADataSpec, ElboSpec, EvalSpec, ModelSpec, RunSpec, TrainSpec
+from vaebench.steps import training_loss
 from vaebench.train import build_optimizer
 from vaebench.vae import VAE, build_model
 
@@ -109,7 +110,7 @@ def run_spec(model: ModelSpec, batch_size: int, compile: str, root: Path) -> Run
     return RunSpec(
         data=CelebADataSpec(root=root, flip=True, num_workers=0),
         model=model,
-        loss=LossSpec(),
+        loss=ElboSpec(),
         train=TrainSpec(steps=1, batch_size=batch_size, compile=compile),  # type: ignore[arg-type]
     )
 
@@ -143,7 +144,7 @@ def flops_per_image(model_spec: ModelSpec) -> dict[str, float]:
     with FlopCounterMode(display=False) as forward, torch.no_grad():
         model(x)
     with FlopCounterMode(display=False) as step:
-        compute_loss(model(x), x, LossSpec(), 1.0, 0.0, None).loss.backward()
+        TrainingLoss(ElboSpec(), dataset_size=1)(model, x, 1.0)["loss"].backward()
     with FlopCounterMode(display=False) as decode, torch.no_grad():
         model.decode(torch.randn(2, model_spec.latent_dim))
     return {
@@ -196,12 +197,12 @@ def naive_train(
 
     def step() -> None:
         x = next(batches).to(device)
-        terms = compute_loss(model(x), x, LossSpec(), 1.0, 0.0, None)
+        terms = TrainingLoss(ElboSpec(), dataset_size=1)(model, x, 1.0)
         optimizer.zero_grad()
-        terms.loss.backward()
+        terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=False)
         optimizer.step()
-        losses.append(terms.loss.item())  # logged every step: a host sync
+        losses.append(terms["loss"].item())  # logged every step: a host sync
 
     warm, seconds = timed(step, args.warmup, args.steps, device)
     return {"images_per_s": args.steps * batch / seconds, "warmup_s": warm, "last_loss": losses[-1]}
@@ -238,10 +239,10 @@ def vaebench_train(args: argparse.Namespace, model_spec: ModelSpec, data: Cached
     model = build_model(model_spec, IMAGE_SIZE).to(device)
     optimizer = build_optimizer(model, spec, device, fused=True)
     batches = DeviceBatches(data, batch, seed=0, flip=True, device=device, say=console.print)
-    step = FastTrainStep(model, optimizer, spec, device)
+    step = FastTrainStep(model, optimizer, spec, device, training_loss(spec, len(data), device))
 
     def one() -> None:
-        step(*batches.next(), lr=1e-4, beta=1.0)
+        step(*batches.next(), lr=1e-4, weight=1.0)
 
     warm, seconds = timed(one, args.warmup, args.steps, device)
     counts = step.read()  # what the trainer does every train.log_every steps
@@ -280,15 +281,16 @@ def _pack_worker(index: int, barrier: Any, results: Any, config: dict[str, Any])
     torch.manual_seed(index)
     model = build_model(model_spec, IMAGE_SIZE).to(device)
     batches = DeviceBatches(data, config["batch"], seed=index, flip=True, device=device, say=lambda _: None)
-    step = FastTrainStep(model, build_optimizer(model, spec, device, fused=True), spec, device)
+    loss = training_loss(spec, len(data), device)
+    step = FastTrainStep(model, build_optimizer(model, spec, device, fused=True), spec, device, loss)
     for _ in range(config["warmup"]):
-        step(*batches.next(), lr=1e-4, beta=1.0)
+        step(*batches.next(), lr=1e-4, weight=1.0)
     sync(device)
     barrier.wait(timeout=900)  # all warmed up (compiled): the timed windows overlap
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < config["seconds"]:
         for _ in range(5):  # check the clock every 5 steps: the queue stays full in between
-            step(*batches.next(), lr=1e-4, beta=1.0)
+            step(*batches.next(), lr=1e-4, weight=1.0)
         steps += 5
         sync(device)
     seconds = time.perf_counter() - start

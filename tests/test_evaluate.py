@@ -20,8 +20,8 @@ from vaebench.data import build_dataset
 from vaebench.evaluate import EvalResult, evaluate_model, evaluate_run, load_run_spec
 from vaebench.experiments import Variant
 from vaebench.runfolder import read_json
+from vaebench.runner import run_one
 from vaebench.spec import RunSpec
-from vaebench.train import train
 from vaebench.vae import VAE, build_model
 
 LATENT = 4
@@ -73,7 +73,7 @@ def tiny_spec() -> RunSpec:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("evaluate") / "tiny" / "seed0"
-    result = train(Variant("evaluate", "tiny", tiny_spec()), 0, run_dir, device="cpu")
+    result = run_one(Variant("evaluate", "tiny", tiny_spec()), 0, run_dir, device="cpu")
     assert result.status == "finished"
     return run_dir
 

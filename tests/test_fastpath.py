@@ -18,16 +18,16 @@ import pytest
 import torch
 
 import tiny
-import vaebench.fastpath as fastpath
 from vaebench.batches import flip_batch, train_batches
 from vaebench.checkpoint import load_checkpoint
 from vaebench.data import CachedImages, build_dataset
 from vaebench.evaluate import evaluate_model
 from vaebench.experiments import Variant
-from vaebench.fastpath import CompileWarning, DeviceBatches, FastTrainStep, compile_enabled
+from vaebench.fastpath import CompileWarning, DeviceBatches, FastTrainStep, compile_enabled, is_compiler_error
 from vaebench.runfolder import read_metrics
+from vaebench.runner import run_one
 from vaebench.spec import RunSpec
-from vaebench.train import NumericalFault, build_optimizer, train
+from vaebench.train import NumericalFault, build_optimizer
 from vaebench.vae import build_model
 
 CPU = torch.device("cpu")
@@ -43,17 +43,8 @@ def last(run_dir: Path) -> dict[str, Any]:
 
 
 def fault_on_calls(monkeypatch: pytest.MonkeyPatch, calls: set[int]) -> list[int]:
-    """Make the loss of the fast path's given training calls (1-based) NaN; returns the running call count."""
-    real = fastpath.compute_loss
-    count = [0]
-
-    def wrapped(out, x, *args):  # type: ignore[no-untyped-def]
-        terms = real(out, x, *args)
-        count[0] += 1
-        return terms._replace(loss=terms.loss * math.nan) if count[0] in calls else terms
-
-    monkeypatch.setattr(fastpath, "compute_loss", wrapped)
-    return count
+    """Make the loss of the given training calls (1-based) NaN; returns the running call count."""
+    return tiny.on_training_calls(monkeypatch, calls, tiny.nan_loss)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +52,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny spec trained on the plain path and on the fast path (eager, on CPU)."""
     root = tmp_path_factory.mktemp("fastpath")
     for name, fast in (("plain", False), ("fast", True)):
-        assert train(tiny_variant(), 0, root / name, device="cpu", fast_path=fast).status == "finished"
+        assert run_one(tiny_variant(), 0, root / name, device="cpu", fast_path=fast).status == "finished"
     return {"plain": root / "plain", "fast": root / "fast"}
 
 
@@ -122,10 +113,12 @@ def test_a_compiled_step_gives_the_eager_steps_numbers() -> None:
         torch.manual_seed(0)
         model = build_model(spec.model, 16)
         optimizer = build_optimizer(model, spec, CPU, fused=True)
-        step = FastTrainStep(model, optimizer, spec, CPU, compile=compiled, backend="eager")
+        step = FastTrainStep(
+            model, optimizer, spec, CPU, tiny.loss_for(spec), compile=compiled, backend="eager"
+        )
         batches = DeviceBatches(dataset, 8, seed=0, flip=True, device=CPU)
         for _ in range(3):
-            step(*batches.next(), lr=1e-3, beta=0.5)
+            step(*batches.next(), lr=1e-3, weight=0.5)
         assert step.compiled is step.channels_last is compiled
         assert model.encoder.stem[0].weight.is_contiguous(memory_format=torch.channels_last) is compiled
         losses[compiled] = (step.read().sums, [p.detach().clone() for p in model.parameters()])
@@ -141,13 +134,13 @@ def test_a_non_finite_step_leaves_parameters_and_adam_state_untouched(
     torch.manual_seed(0)
     model = build_model(spec.model, 16)
     optimizer = build_optimizer(model, spec, CPU, fused=True)
-    step = FastTrainStep(model, optimizer, spec, CPU)
+    step = FastTrainStep(model, optimizer, spec, CPU, tiny.loss_for(spec))
     batches = DeviceBatches(build_dataset(spec.data, "train"), 8, seed=0, flip=True, device=CPU)
-    step(*batches.next(), lr=1e-3, beta=1.0)
+    step(*batches.next(), lr=1e-3, weight=1.0)
     before = [p.detach().clone() for p in model.parameters()]
     moments = [optimizer.state[p]["exp_avg"].clone() for p in model.parameters()]
     fault_on_calls(monkeypatch, {1})
-    step(*batches.next(), lr=1e-3, beta=1.0)  # step 1: NaN loss, so NaN gradients
+    step(*batches.next(), lr=1e-3, weight=1.0)  # step 1: NaN loss, so NaN gradients
     for p, b, m in zip(model.parameters(), before, moments, strict=True):
         assert torch.equal(p, b) and torch.equal(optimizer.state[p]["exp_avg"], m)
         assert float(optimizer.state[p]["step"]) == 1.0  # the skipped update did not count either
@@ -161,7 +154,9 @@ def test_a_non_finite_step_leaves_parameters_and_adam_state_untouched(
 def test_a_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken_compile(fn: Any, **kwargs: Any) -> Any:
         def compiled(*args: Any) -> Any:
-            raise RuntimeError("InductorError: no working C++ compiler\nmore details")
+            raise torch._inductor.exc.InductorError(
+                RuntimeError("no working C++ compiler\nmore details"), None
+            )
 
         return compiled
 
@@ -174,17 +169,61 @@ def test_a_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pyt
         torch.manual_seed(0)
         model = build_model(spec.model, 16)
         step = FastTrainStep(model, build_optimizer(model, spec, CPU, fused=True), spec, CPU,
-                             compile=name == "broken")  # fmt: skip
+                             tiny.loss_for(spec), compile=name == "broken")  # fmt: skip
         batches = DeviceBatches(dataset, 8, seed=0, flip=True, device=CPU)
         with pytest.warns(CompileWarning) if name == "broken" else nullcontext([]) as record:
             for _ in range(3):
-                step(*batches.next(), lr=1e-3, beta=0.5)
+                step(*batches.next(), lr=1e-3, weight=0.5)
         if name == "broken":
             assert len(record) == 1 and "no working C++ compiler" in str(record[0].message)
             assert "more details" not in str(record[0].message)
             assert not step.compiled and not step.channels_last  # eager, in the default layout again
         sums[name] = step.read().sums
     assert sums["broken"] == sums["eager"]  # the failed attempt changed nothing
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x64 and 32x4)"),
+        torch._dynamo.exc.BackendCompilerFailed(
+            None, torch.OutOfMemoryError("out of memory while autotuning"), None
+        ),
+    ],
+    ids=["out-of-memory", "shape-bug", "oom-inside-the-compiler"],
+)
+def test_only_compiler_errors_fall_back_to_eager(error: Exception, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of memory and the program's own bugs stop with their own message, not "same numbers, slower"."""
+
+    def failing_compile(fn: Any, **kwargs: Any) -> Any:
+        def compiled(*args: Any) -> Any:
+            raise error
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    spec = tiny_variant().spec
+    model = build_model(spec.model, 16)
+    step = FastTrainStep(model, build_optimizer(model, spec, CPU, fused=True), spec, CPU,
+                         tiny.loss_for(spec), compile=True)  # fmt: skip
+    batches = DeviceBatches(build_dataset(spec.data, "train"), 8, seed=0, flip=True, device=CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileWarning)
+        with pytest.raises(type(error)) as raised:
+            step(*batches.next(), lr=1e-3, weight=0.5)
+    assert raised.value is error and step.compiled
+
+
+def test_compiler_errors_are_told_from_the_programs_own() -> None:
+    inductor = torch._inductor.exc
+    assert is_compiler_error(inductor.InductorError(RuntimeError("no C++ compiler"), None))
+    assert is_compiler_error(inductor.InvalidCxxCompiler())
+    assert is_compiler_error(RuntimeError("operation not permitted when stream is capturing"))
+    wrapped = RuntimeError("shape mismatch")
+    assert not is_compiler_error(torch._dynamo.exc.TorchRuntimeError("while tracing: shape mismatch"))
+    assert not is_compiler_error(wrapped)
+    assert not is_compiler_error(torch.OutOfMemoryError("CUDA out of memory"))
 
 
 @pytest.mark.parametrize(
@@ -206,7 +245,7 @@ def test_a_fault_is_found_at_the_next_read_and_no_checkpoint_comes_after_it(
     variant = tiny_variant(train__log_every=4)
     run = tmp_path / "run"
     with pytest.raises(NumericalFault) as err:
-        train(variant, 0, run, device="cpu", fast_path=True)
+        run_one(variant, 0, run, device="cpu", fast_path=True)
     assert calls[0] == 8  # steps 5, 6 and 7 ran before the counters were read
     assert "at step 5: loss=nan" in str(err.value)
     assert f"{run / 'checkpoints' / 'last.pt'} (step 4)" in str(err.value)
@@ -218,8 +257,8 @@ def test_a_fault_is_found_at_the_next_read_and_no_checkpoint_comes_after_it(
     # Rerunning resumes from step 4 and, on CPU, ends bit-identical to a fast run that never faulted.
     monkeypatch.undo()
     reference = tmp_path / "reference"
-    assert train(variant, 0, reference, device="cpu", fast_path=True).status == "finished"
-    assert train(variant, 0, run, device="cpu", fast_path=True).status == "finished"
+    assert run_one(variant, 0, reference, device="cpu", fast_path=True).status == "finished"
+    assert run_one(variant, 0, run, device="cpu", fast_path=True).status == "finished"
     for name, value in last(reference)["model"].items():
         assert torch.equal(last(run)["model"][name], value), name
 
@@ -230,10 +269,10 @@ def test_a_run_resumes_across_paths(first: str, runs: dict[str, Path], tmp_path:
     state are the other path's (unfused, step counts on the CPU; or fused with a tensor lr)."""
     run = tmp_path / "run"
     assert (
-        train(tiny_variant(), 0, run, device="cpu", stop_after=4, fast_path=first == "fast").status
+        run_one(tiny_variant(), 0, run, device="cpu", stop_after=4, fast_path=first == "fast").status
         == "stopped"
     )
-    assert train(tiny_variant(), 0, run, device="cpu", fast_path=first == "plain").status == "finished"
+    assert run_one(tiny_variant(), 0, run, device="cpu", fast_path=first == "plain").status == "finished"
     for name, value in last(runs["plain"])["model"].items():
         assert torch.allclose(last(run)["model"][name].float(), value.float(), atol=1e-5), name
 
@@ -242,8 +281,8 @@ def test_a_rerun_may_change_train_compile_and_still_resumes(runs: dict[str, Path
     """train.compile is how the step runs, not what it computes: turning it off after a compiler problem
     must not make the run folder "another spec" (as data.num_workers does not)."""
     run = tmp_path / "run"
-    train(tiny_variant(train__compile="auto"), 0, run, device="cpu", stop_after=4)
-    assert train(tiny_variant(train__compile="off"), 0, run, device="cpu").status == "finished"
+    run_one(tiny_variant(train__compile="auto"), 0, run, device="cpu", stop_after=4)
+    assert run_one(tiny_variant(train__compile="off"), 0, run, device="cpu").status == "finished"
     assert torch.equal(
         last(run)["model"]["decoder.fc.weight"], last(runs["plain"])["model"]["decoder.fc.weight"]
     )
@@ -264,7 +303,7 @@ def test_skip_bad_batches_on_the_fast_path_reports_skips_at_the_read(
 
     run = tmp_path / "run"
     variant = tiny_variant(train__skip_bad_batches=2)
-    result = train(variant, 0, run, device="cpu", fast_path=True, reporter=Recorder())  # type: ignore[arg-type]
+    result = run_one(variant, 0, run, device="cpu", fast_path=True, reporter=Recorder())  # type: ignore[arg-type]
     assert result.status == "finished"
     assert [m for m in messages if "skipped" in m] == [
         "step 3: non-finite loss or gradient, batch skipped (1/2)",
@@ -317,7 +356,7 @@ def test_on_cuda_the_compiled_fast_path_trains_like_the_cpu_plain_path(
     run = tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompileWarning)  # a fallback to eager fails the test
-        assert train(tiny_variant(), 0, run, device="cuda").status == "finished"
+        assert run_one(tiny_variant(), 0, run, device="cuda").status == "finished"
     cuda, cpu = (read_metrics(r / "metrics.jsonl") for r in (run, runs["plain"]))
     assert [r["step"] for r in cuda] == [r["step"] for r in cpu]
     # Other noise (inductor's generator) and bf16: close, not equal.
@@ -335,6 +374,6 @@ def test_on_cuda_a_fault_is_skipped_by_the_fused_optimizer_and_found_at_the_read
     fault_on_calls(monkeypatch, {6})
     run = tmp_path / "run"
     with pytest.raises(NumericalFault, match="at step 5: loss=nan"):
-        train(tiny_variant(train__log_every=4, train__compile="off"), 0, run, device="cuda")
+        run_one(tiny_variant(train__log_every=4, train__compile="off"), 0, run, device="cuda")
     assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["step"] == 4
     assert all(torch.isfinite(t).all() for t in last(run)["model"].values())

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from vaebench.blocks import Downsample, ResidualBottleneck, Upsample, group_count
+from vaebench.decoders.variance import VarianceHead
 from vaebench.errors import UserError
 from vaebench.likelihoods import gaussian_kl, image_log_prob
 from vaebench.spec import IsotropicDecoderSpec, ModelSpec, SigmaVAEDecoderSpec, VarianceDecoderSpec
-from vaebench.vae import VAE, VarianceHead, build_model
+from vaebench.vae import VAE, build_model
 
 DECODERS = {
     "isotropic": IsotropicDecoderSpec(sigma=0.1),

@@ -31,8 +31,8 @@ from vaebench.cli import app
 from vaebench.errors import UserError
 from vaebench.evaluate import SummaryWarning, evaluate_run
 from vaebench.runfolder import read_json
+from vaebench.runner import run_one
 from vaebench.tracking import probe_server
-from vaebench.train import train
 
 runner = CliRunner()
 
@@ -41,14 +41,14 @@ runner = CliRunner()
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny run trained to the end without any fault."""
     run = tmp_path_factory.mktemp("reference") / "run"
-    assert train(tiny_variant(), 0, run, device="cpu").status == "finished"
+    assert run_one(tiny_variant(), 0, run, device="cpu").status == "finished"
     return run
 
 
 def stopped_at_8(tmp_path: Path) -> Path:
     """A run stopped at step 8: last.pt and best.pt hold step 8, checkpoints/previous/ the one of step 4."""
     run = tmp_path / "run"
-    assert train(tiny_variant(), 0, run, device="cpu", stop_after=8).status == "stopped"
+    assert run_one(tiny_variant(), 0, run, device="cpu", stop_after=8).status == "stopped"
     assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["step"] == 8
     return run
 
@@ -74,7 +74,7 @@ def test_a_flipped_bit_in_last_pt_is_caught_and_the_run_resumes_from_the_previou
         load_checkpoint(last)
     recorder = Recorder()
     with pytest.warns(CheckpointWarning, match="SHA-256"):
-        result = train(tiny_variant(), 0, run, device="cpu", reporter=recorder)
+        result = run_one(tiny_variant(), 0, run, device="cpu", reporter=recorder)
     assert result.status == "finished"
     # the newest intact one: best.pt of step 8 here (validated at 8), else previous/step4.pt
     assert any("Resuming from" in m and "(step 8)" in m for m in recorder.messages)
@@ -94,7 +94,7 @@ def test_with_best_pt_damaged_too_the_kept_previous_checkpoint_is_used(
     (run / "checkpoints" / "best.pt").write_bytes(b"garbage")
     recorder = Recorder()
     with pytest.warns(CheckpointWarning):
-        assert train(tiny_variant(), 0, run, device="cpu", reporter=recorder).status == "finished"
+        assert run_one(tiny_variant(), 0, run, device="cpu", reporter=recorder).status == "finished"
     assert any("Resuming from" in m and "(step 4)" in m for m in recorder.messages)
     assert steps(run) == LOGGED
     assert_same_final_state(run, reference)
@@ -123,7 +123,7 @@ def test_a_deleted_last_pt_resumes_from_the_previous_checkpoint_and_says_so(
     (run / "checkpoints" / "last.pt").unlink()
     recorder = Recorder()
     with pytest.warns(CheckpointWarning, match="missing"):
-        assert train(tiny_variant(), 0, run, device="cpu", reporter=recorder).status == "finished"
+        assert run_one(tiny_variant(), 0, run, device="cpu", reporter=recorder).status == "finished"
     assert any("Resuming from" in m and "(step 8)" in m for m in recorder.messages)  # not silently from 0
     assert_same_final_state(run, reference)
     assert_same_metrics(run, reference)
@@ -157,7 +157,7 @@ def test_a_damaged_metrics_line_is_rebuilt_from_the_checkpoints_record(
     lines[1] = lines[1][: len(lines[1]) // 2]  # the row of step 4, cut in half
     metrics.write_text("\n".join(lines) + "\n")
     with pytest.warns(CheckpointWarning):
-        assert train(tiny_variant(), 0, run, device="cpu").status == "finished"
+        assert run_one(tiny_variant(), 0, run, device="cpu").status == "finished"
     assert steps(run) == LOGGED  # step 4's row is back, no step is missing
     assert_same_metrics(run, reference)
 
@@ -202,10 +202,10 @@ def test_a_full_disk_mid_run_stops_the_run_with_the_error_and_the_rerun_resumes(
         checkpoint_module.torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
     )
     with pytest.raises(UserError, match="disk"):
-        train(tiny_variant(), 0, run, device="cpu")
+        run_one(tiny_variant(), 0, run, device="cpu")
     assert not [p for p in run.rglob("*.tmp")]
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)  # space freed
-    assert train(tiny_variant(), 0, run, device="cpu").status == "finished"
+    assert run_one(tiny_variant(), 0, run, device="cpu").status == "finished"
     assert_same_final_state(run, reference)
 
 
@@ -214,7 +214,7 @@ def test_stale_temp_files_of_killed_writes_are_removed_at_the_next_start(tmp_pat
     stale = [run / "checkpoints" / ".last.pt.x1y2.tmp", run / ".summary.json.abcd.tmp"]
     for path in stale:
         path.write_bytes(b"half")
-    assert train(tiny_variant(), 0, run, device="cpu").status == "finished"
+    assert run_one(tiny_variant(), 0, run, device="cpu").status == "finished"
     assert not any(path.exists() for path in stale)
 
 
@@ -251,7 +251,7 @@ def test_a_lost_spec_yaml_comes_back_by_following_the_reports_advice(tmp_path: P
 def test_report_with_no_finished_run_writes_its_report_and_says_so(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     unfinished = runs / "quickstart" / "isotropic" / "seed0"
-    assert train(tiny_variant(), 0, unfinished, device="cpu", stop_after=4).status == "stopped"
+    assert run_one(tiny_variant(), 0, unfinished, device="cpu", stop_after=4).status == "stopped"
     out = tmp_path / "report"
     result = runner.invoke(app, ["report", str(runs), "--no-figures", "--out", str(out)])
     assert "Traceback" not in result.output

@@ -31,17 +31,17 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import vaebench.train as train_module
-from tiny import QUICKSTART, TINY, set_args, tiny_variant
+from tiny import QUICKSTART, TINY, inf_gradient, nan_loss, on_training_calls, set_args, tiny_variant
 from vaebench.checkpoint import load_checkpoint
 from vaebench.cli import app
 from vaebench.errors import UserError
 from vaebench.experiments import load_experiment, select
 from vaebench.progress import PlainProgress
 from vaebench.runfolder import read_metrics
-from vaebench.runner import plan_runs, run_queue
+from vaebench.runner import plan_runs, run_one, run_queue
 from vaebench.spec import RunSpec
 from vaebench.tracking import TrackingWarning
-from vaebench.train import NumericalFault, train
+from vaebench.train import NumericalFault
 
 TOTAL = 12
 LOGGED = [2, 4, 6, 8, 10, 12]
@@ -114,37 +114,6 @@ class Recorder:
         self.messages.append(text)
 
     def finish(self) -> None: ...
-
-
-def on_training_calls(
-    monkeypatch: pytest.MonkeyPatch, calls: set[int], fault: Callable[[Any, Any], Any]
-) -> None:
-    """Replace the loss terms of the given training calls of compute_loss (1-based) by fault(terms, out).
-
-    Validation also calls compute_loss, under no_grad; those calls are not counted.
-    """
-    real = train_module.compute_loss
-    count = 0
-
-    def wrapped(out, x, *args):  # type: ignore[no-untyped-def]
-        nonlocal count
-        terms = real(out, x, *args)
-        if not torch.is_grad_enabled():
-            return terms
-        count += 1
-        return fault(terms, out) if count in calls else terms
-
-    monkeypatch.setattr(train_module, "compute_loss", wrapped)
-
-
-def nan_loss(terms: Any, out: Any) -> Any:
-    return terms._replace(loss=terms.loss * math.nan)
-
-
-def inf_gradient(terms: Any, out: Any) -> Any:
-    """A finite loss whose gradient is infinite: d sqrt(u)/du at u = 0."""
-    s = out.mu.sum()
-    return terms._replace(loss=terms.loss + torch.sqrt(s - s.detach()))
 
 
 # ----------------------------------------------------------------------------- one CLI queue, shared
@@ -414,17 +383,17 @@ def test_stopped_and_crashed_runs_resume_bit_identical_without_duplicate_rows(
 ) -> None:
     run = tmp_path / "run"
     variant = tiny_variant()
-    first = train(variant, 0, run, device="cpu", stop_after=4)
+    first = run_one(variant, 0, run, device="cpu", stop_after=4)
     assert first.status == "stopped" and steps(run) == [2, 4] and not (run / "DONE").exists()
     at_step_4 = (run / "checkpoints" / "last.pt").read_bytes()
 
-    second = train(variant, 0, run, device="cpu", stop_after=9)  # resumes at 4, stops between checkpoints
+    second = run_one(variant, 0, run, device="cpu", stop_after=9)  # resumes at 4, stops between checkpoints
     assert second.status == "stopped" and last(run)["loop"]["step"] == 9 and steps(run) == [2, 4, 6, 8]
 
     # A crash after metrics rows 6 and 8 were written but before any later checkpoint survived:
     (run / "checkpoints" / "last.pt").write_bytes(at_step_4)
     recorder = Recorder()
-    third = train(variant, 0, run, device="cpu", reporter=recorder)
+    third = run_one(variant, 0, run, device="cpu", reporter=recorder)
     assert third.status == "finished"
     assert f"resuming {run} from step 4" in recorder.messages
     assert steps(run) == LOGGED  # rows 6 and 8 were dropped and written again, once
@@ -450,11 +419,11 @@ def test_ctrl_c_mid_step_resumes_bit_identical(
     run = tmp_path / "run"
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_variant(), 0, run, device="cpu")
+        run_one(tiny_variant(), 0, run, device="cpu")
     assert signal.getsignal(signal.SIGINT) is handler  # the trainer put it back
     assert last(run)["loop"]["step"] == (7 if presses == 1 else 4)
     monkeypatch.undo()
-    assert train(tiny_variant(), 0, run, device="cpu").status == "finished"
+    assert run_one(tiny_variant(), 0, run, device="cpu").status == "finished"
     assert_same_final_state(run, reference)
     assert_same_metrics(run, reference)
 
@@ -501,7 +470,7 @@ def test_kill_9_mid_run_then_rerun_ends_bit_identical(tmp_path: Path) -> None:
     assert steps(run) == list(range(2, 201, 2))
 
     reference = tmp_path / "reference"
-    train(select(load_experiment(QUICKSTART, longer), ["isotropic"])[0], 0, reference, device="cpu")
+    run_one(select(load_experiment(QUICKSTART, longer), ["isotropic"])[0], 0, reference, device="cpu")
     got, want = last(run), last(reference)
     assert_identical(got["model"], want["model"], "model")
     assert_identical(got["optimizer"], want["optimizer"], "optimizer")
@@ -518,7 +487,7 @@ def test_a_non_finite_step_stops_the_run_naming_the_step_and_the_last_good_check
     on_training_calls(monkeypatch, {7}, fault)  # the update from step 6 to 7
     run = tmp_path / "run"
     with pytest.raises(NumericalFault) as err:
-        train(tiny_variant(), 0, run, device="cpu")
+        run_one(tiny_variant(), 0, run, device="cpu")
     message = str(err.value)
     assert "at step 6" in message
     assert f"{run / 'checkpoints' / 'last.pt'} (step 4)" in message
@@ -530,7 +499,7 @@ def test_a_non_finite_step_stops_the_run_naming_the_step_and_the_last_good_check
         assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
     # The fault was transient: rerunning resumes from step 4 and ends exactly as a run without it.
     monkeypatch.undo()
-    assert train(tiny_variant(), 0, run, device="cpu").status == "finished"
+    assert run_one(tiny_variant(), 0, run, device="cpu").status == "finished"
     assert_same_final_state(run, reference)
 
 
@@ -540,7 +509,7 @@ def test_skip_bad_batches_skips_up_to_n_and_keeps_logging_checkpointing_and_vali
     on_training_calls(monkeypatch, {4, 12}, nan_loss)  # a logged+validated step and the very last one
     run = tmp_path / "run"
     recorder = Recorder()
-    result = train(tiny_variant(train__skip_bad_batches=2), 0, run, device="cpu", reporter=recorder)
+    result = run_one(tiny_variant(train__skip_bad_batches=2), 0, run, device="cpu", reporter=recorder)
     assert result.status == "finished"
     skipped = [m for m in recorder.messages if "batch skipped" in m]
     assert skipped == [
@@ -561,7 +530,7 @@ def test_one_bad_batch_more_than_allowed_stops_the_run(
 ) -> None:
     on_training_calls(monkeypatch, {2, 3}, nan_loss)
     with pytest.raises(NumericalFault, match="at step 2"):
-        train(tiny_variant(train__skip_bad_batches=1), 0, tmp_path / "run", device="cpu")
+        run_one(tiny_variant(train__skip_bad_batches=1), 0, tmp_path / "run", device="cpu")
 
 
 # ----------------------------------------------------------------------------- W&B
@@ -586,7 +555,7 @@ def test_wandb_offline_run_lives_inside_the_run_folder(fresh_wandb: Path, tmp_pa
     run = tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("error", TrackingWarning)  # W&B must work here, not fall back
-        result = train(tiny_variant(tracking__mode="offline"), 0, run, device="cpu")
+        result = run_one(tiny_variant(tracking__mode="offline"), 0, run, device="cpu")
     assert result.status == "finished"
     run_id = (run / "wandb_id").read_text().strip()
     (offline,) = (run / "wandb").glob(f"offline-run-*-{run_id}")
@@ -607,7 +576,7 @@ def test_a_wandb_failure_does_not_stop_training(
     monkeypatch.setattr(wandb, "init", broken_init)
     run = tmp_path / "run"
     with pytest.warns(TrackingWarning, match="simulated W&B outage"):
-        result = train(tiny_variant(tracking__mode="offline"), 0, run, device="cpu")
+        result = run_one(tiny_variant(tracking__mode="offline"), 0, run, device="cpu")
     assert result.status == "finished"
     assert steps(run) == LOGGED
     for name in (

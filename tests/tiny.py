@@ -5,12 +5,19 @@ Test modules import it as `tiny` (pytest's default import mode puts tests/ on sy
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+import torch
 import yaml
+from torch import Tensor
 
 from vaebench.experiments import Variant, load_experiment, select
+from vaebench.objectives import TrainingLoss
+from vaebench.spec import RunSpec
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 # The quickstart experiment shrunk to 16x16 images, a one-level model and 12 steps (about a second).
@@ -46,3 +53,41 @@ def set_args(overrides: dict[str, Any]) -> list[str]:
         text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         args += ["--set", f"{key}={text}"]
     return args
+
+
+def loss_for(spec: RunSpec) -> TrainingLoss:
+    """The run's objective, as the trainer builds it (no VGG: the tiny spec has no perceptual term)."""
+    return TrainingLoss(spec.loss, dataset_size=spec.data.train_size, free_bits=spec.anneal.free_bits)
+
+
+Fault = Callable[[dict[str, Tensor], Any], dict[str, Tensor]]
+
+
+def on_training_calls(monkeypatch: pytest.MonkeyPatch, calls: set[int], fault: Fault) -> list[int]:
+    """Replace the loss terms of the given training calls of the objective (1-based) by fault(terms, model).
+
+    Both training paths and validation call `TrainingLoss`; validation runs under no_grad and is not
+    counted. Returns the running count of training calls.
+    """
+    real = TrainingLoss.__call__
+    count = [0]
+
+    def wrapped(self: TrainingLoss, model: Any, x: Tensor, weight: Any) -> dict[str, Tensor]:
+        terms = real(self, model, x, weight)
+        if not torch.is_grad_enabled():
+            return terms
+        count[0] += 1
+        return fault(terms, model) if count[0] in calls else terms
+
+    monkeypatch.setattr(TrainingLoss, "__call__", wrapped)
+    return count
+
+
+def nan_loss(terms: dict[str, Tensor], model: Any) -> dict[str, Tensor]:
+    return terms | {"loss": terms["loss"] * math.nan}
+
+
+def inf_gradient(terms: dict[str, Tensor], model: Any) -> dict[str, Tensor]:
+    """A finite loss whose gradient is infinite: d sqrt(u)/du at u = 0."""
+    s = next(model.parameters()).sum()
+    return terms | {"loss": terms["loss"] + torch.sqrt(s - s.detach())}

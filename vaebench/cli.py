@@ -19,6 +19,8 @@ from rich.table import Table
 
 from vaebench.errors import UserError
 from vaebench.experiments import Variant, load_experiment, parse_overrides, select
+from vaebench.metrics import ordered as ordered_metrics
+from vaebench.metrics import report_metrics
 from vaebench.sweepfile import RUNS_DIR_ENV, sweep_run_suffix
 
 app = typer.Typer(
@@ -406,38 +408,20 @@ class CheckpointChoice(str, Enum):
     last = "last"
 
 
-# (key suffix, row label, format) of the evaluation table, in reading order
-EVAL_ROWS: list[tuple[str, str, str]] = [
-    ("bpd_iw", "bits/dim, IW bound", ".4f"),
-    ("bpd_elbo", "bits/dim, -ELBO", ".4f"),
-    ("recon_bpd", "  reconstruction (bits/dim)", ".4f"),
-    ("kl", "  KL (nats/image)", ".2f"),
-    ("iw_samples", "IW samples K", "d"),
-    ("recon_mse", "MSE of mean reconstruction", ".5f"),
-    ("psnr", "PSNR (dB)", ".2f"),
-    ("active_units", "active units", "d"),
-    ("active_units_frac", "active fraction", ".3f"),
-    ("collapsed_dims", "collapsed dims (KL < 0.01)", "d"),
-    ("kl_top5_frac", "KL share of top-5 dims", ".3f"),
-    ("mutual_info", "mutual information (nats)", ".3f"),
-    ("mutual_info_batch", "  MI minibatch (max log N)", "d"),
-    ("num_images", "images", "d"),
-    ("checkpoint_step", "checkpoint step", "d"),
-]
-
-
 def evaluation_table(split: str, results: list[tuple[Path, dict]]) -> Table:
     """One row per metric, one column per run folder."""
     table = Table(title=f"evaluation on {split}", header_style="bold")
     table.add_column("metric", style="cyan")
     for run_dir, _ in results:
         table.add_column(str(run_dir), justify="right", overflow="fold")
-    for suffix, label, fmt in EVAL_ROWS:
+    for m in ordered_metrics():  # every registered scalar metric (`vaebench.metrics`), in reading order
+        if not m.fmt:
+            continue  # a list (kl_per_dim): in eval/<split>.json, not in a table
         cells = []
         for _, metrics in results:
-            value = metrics.get(f"{split}/{suffix}")
-            cells.append("-" if not isinstance(value, (int, float)) else format(value, fmt))
-        table.add_row(label, *cells)
+            value = metrics.get(f"{split}/{m.key}")
+            cells.append("-" if not isinstance(value, (int, float)) else format(value, m.fmt))
+        table.add_row(m.row_label, *cells)
     return table
 
 
@@ -494,14 +478,8 @@ def evaluate(
         console.print(evaluation_table(one_split, results))
 
 
-class RankChoice(str, Enum):
-    bpd_elbo = "bpd_elbo"
-    bpd_iw = "bpd_iw"
-    recon_bpd = "recon_bpd"
-    kl = "kl"
-    active_units = "active_units"
-    mutual_info = "mutual_info"
-    psnr = "psnr"
+RankChoice = Enum("RankChoice", {m.key: m.key for m in report_metrics()}, type=str)  # type: ignore[misc]
+"""`--rank-by` choices: the report's metrics (`vaebench.metrics`, report=True)."""
 
 
 def frame_table(frame, title: str, width: int) -> Table:  # frame: a pandas DataFrame of strings
@@ -551,7 +529,7 @@ def report(
     ] = None,
     rank_by: Annotated[
         RankChoice, typer.Option(help="Metric that ranks the variants and picks each one's best run.")
-    ] = RankChoice.bpd_elbo,
+    ] = RankChoice.bpd_elbo,  # type: ignore[attr-defined]
     figures_from: Annotated[
         list[Path] | None,
         typer.Option(help="Draw the write-up figures from this run folder (repeatable), not the best runs."),

@@ -59,16 +59,12 @@ from torch.utils.data import Dataset
 from vaebench import data as datasets
 from vaebench.batches import eval_batches, to_float
 from vaebench.checkpoint import load_checkpoint
+from vaebench.device import Device, autocast_dtype, resolve_device
 from vaebench.errors import UserError
-from vaebench.estimators import (
-    RowBlockGenerators,
-    active_units,
-    elbo,
-    iw_log_likelihood,
-    kl_statistics,
-    mutual_information_batched,
-)
-from vaebench.likelihoods import image_log_prob
+from vaebench.estimators import RowBlockGenerators, elbo, iw_log_likelihood
+from vaebench.metrics import EvalContext, compute_metrics
+from vaebench.metrics.latent import COLLAPSE_THRESHOLD_NATS
+from vaebench.progress import Reporter
 from vaebench.runfolder import (
     RunPaths,
     atomic_write_json,
@@ -76,11 +72,11 @@ from vaebench.runfolder import (
     read_json,
     read_metrics,
     read_run_document,
+    training_summary,
     update_summary,
 )
 from vaebench.spec import EvalSpec, RunSpec
 from vaebench.tracking import Tracker
-from vaebench.train import Device, Reporter, autocast_dtype, resolve_device, training_summary
 from vaebench.vae import VAE, build_model
 
 Likelihood = Literal["discretized", "continuous"]
@@ -88,7 +84,6 @@ Checkpoint = Literal["best", "last"]
 
 IW_CHUNK_SAMPLES = 16  # IW samples decoded per call: the decoder sees 16 x batch_size images at once
 EVAL_FORWARD_IMAGES_CUDA = 4096  # images per encoder/decoder call on CUDA (10-15 GB of bf16 activations)
-COLLAPSE_THRESHOLD_NATS = 0.01  # a dim with mean KL below this is counted as collapsed
 _SAMPLE_STREAM, _MI_STREAM = 0, 1
 
 
@@ -201,7 +196,7 @@ def evaluate_model(
     def log_px_given_z(x: Tensor, z: Tensor) -> Tensor:  # (B, 3, H, W), (B, L) -> (B,) nats
         with amp():
             mean, log_scale = model.decode(z)
-        return image_log_prob(x, mean.float(), log_scale.float(), likelihood)
+        return model.log_prob(x, mean.float(), log_scale.float(), likelihood)  # the head's own likelihood
 
     per_image: dict[str, list[Tensor]] = {k: [] for k in ("elbo", "recon_log_prob", "kl", "iw", "mse")}
     kl_dims, mus, logvars = [], [], []
@@ -254,29 +249,14 @@ def evaluate_model(
     dims = x[0].numel()  # D = 3 * H * W
     to_bpd = 1.0 / (dims * math.log(2.0))
 
-    count, mean_var = active_units(mu_all, eval_spec.active_threshold)
-    mi_batch = min(eval_spec.mi_batch_size, num)
-    mi = mutual_information_batched(mu_all, logvar_all, mi_batch, _generator(eval_spec.seed, _MI_STREAM, 0))
-    stats = kl_statistics(kl_per_dim, COLLAPSE_THRESHOLD_NATS)
-    mse = float(img["mse"].mean())
-    p = f"{split}/"
-    metrics: dict[str, Any] = {
-        p + "bpd_elbo": -float(img["elbo"].mean()) * to_bpd,
-        p + "bpd_iw": -float(img["iw"].mean()) * to_bpd,
-        p + "iw_samples": K,
-        p + "recon_bpd": -float(img["recon_log_prob"].mean()) * to_bpd,
-        p + "recon_mse": mse,
-        p + "psnr": 10.0 * math.log10(1.0 / mse) if mse > 0 else math.inf,
-        p + "kl": float(img["kl"].mean()),
-        p + "kl_per_dim": kl_per_dim.tolist(),
-        p + "active_units": count,
-        p + "active_units_frac": count / latent_dim,
-        p + "mutual_info": mi.nats,
-        p + "mutual_info_batch": mi.batch_size,
-        p + "collapsed_dims": stats["collapsed_dims"],
-        p + "kl_top5_frac": stats["kl_top5_frac"],
-        p + "num_images": num,
-    }
+    ctx = EvalContext(
+        split=split, per_image=img, mu=mu_all, logvar=logvar_all, kl_per_dim=kl_per_dim, num_dims=dims,
+        iw_samples=K, active_threshold=eval_spec.active_threshold, mi_batch_size=eval_spec.mi_batch_size,
+        mi_generator=_generator(eval_spec.seed, _MI_STREAM, 0), model=model, dataset=dataset, device=device,
+    )  # fmt: skip
+    metrics = compute_metrics(ctx)  # every registered metric (`vaebench.metrics`)
+    _, mean_var = ctx.active
+    mi = ctx.mutual_information
     per_dim = {
         "kl_per_dim": kl_per_dim.tolist(),
         "posterior_mean_var": mean_var.tolist(),  # Var_x E_q[z_d | x], unbiased, squared latent units
@@ -434,7 +414,7 @@ def evaluate_run(
 
     model, step = load_trained_model(ckpt_file, spec, dev)
     dataset = datasets.build_dataset(spec.data, eval_spec.split)
-    amp = autocast_dtype(spec, dev) if dev.type == "cuda" else None
+    amp = autocast_dtype(spec.train.precision, dev) if dev.type == "cuda" else None
 
     started = time.perf_counter()
     forward_images = EVAL_FORWARD_IMAGES_CUDA if dev.type == "cuda" else None

@@ -35,6 +35,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vaebench.errors import UserError
+from vaebench.runfolder import RunLabels
 from vaebench.spec import RunSpec
 from vaebench.yamlfile import Yaml12Loader, read_yaml_file
 
@@ -236,6 +237,11 @@ class Variant:
     spec: RunSpec
     axes: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> RunLabels:
+        """What its runs record besides the spec (spec.yaml, W&B): experiment, variant, axes, overrides."""
+        return RunLabels(self.experiment, self.name, self.axes, self.overrides)
 
 
 def _level_name(value: Any) -> str:

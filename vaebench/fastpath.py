@@ -20,9 +20,10 @@ Differences from the plain path in vaebench.train, all deliberate:
   first step beyond train.skip_bad_batches, as the plain path's does. The steps in between did run, but
   no metrics row or checkpoint comes after the fault, so no checkpoint holds a state past it. "batch
   skipped" messages also come at the read.
-- train.compile: "auto" compiles on CUDA only. If torch.compile fails in the first steps (a missing
-  compiler, an unsupported op, CUDA-graph capture), training goes on in eager mode with one
-  `CompileWarning`: the same numbers, slower.
+- train.compile: "auto" compiles on CUDA only. If the compiler fails in the first steps (a missing
+  C++ compiler or Triton, an unsupported op, CUDA-graph capture: `is_compiler_error`), training goes
+  on in eager mode with one `CompileWarning`: the same numbers, slower. Any other error (out of
+  memory, a shape bug in a model or objective) stops the run with its own message.
 - On CUDA a compiled step draws its random numbers with inductor's generator, and some CUDA kernels are
   not deterministic, so a resumed CUDA run continues the same run statistically, not bit for bit. On CPU
   (eager) the fast path resumes bit-identically, like the plain path.
@@ -34,7 +35,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,19 +42,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vaebench.batches import epoch_order, flip_mask, train_batches
-from vaebench.losses import compute_loss
-from vaebench.perceptual import VGGPerceptual
+from vaebench.objectives import TrainingLoss
 from vaebench.schedules import steps_per_epoch
 from vaebench.spec import RunSpec
-from vaebench.train import autocast_dtype
+from vaebench.steps import Batches, Say, StepCounts, TrainStep
 from vaebench.vae import VAE
 
 DEVICE_MEMORY_FRACTION = 0.5  # the split stays on the device if it takes at most this share of free memory
 FAST_VALIDATION_BATCH = 256  # images per validation forward pass on CUDA
 COMPILE_TRIAL_STEPS = 3  # compilation, CUDA-graph warm-up and recording all happen within the first steps
 _COPY_CHUNK = 8192  # images per host-to-device copy while loading a memory-mapped split
-
-Say = Callable[[str], None]
 
 
 class CompileWarning(UserWarning):
@@ -195,30 +192,11 @@ def _to_device(x: Tensor, device: torch.device) -> Tensor:
 # ----------------------------------------------------------------------------- the step
 
 
-class StepCounts(NamedTuple):
-    """What the device counted since the last read (and in total), as Python numbers."""
-
-    sums: dict[str, float]  # n (finite steps), loss, recon, kl, perceptual: the plain path's state["acc"]
-    skipped: int  # non-finite steps so far in the run (their updates skipped)
-    new_skipped: int  # of which since the last read
-    first_new_skipped: int | None  # the first of those (0-based step index)
-    fault_step: int | None  # the first step beyond train.skip_bad_batches, if any
-    fault_loss: float  # its loss (nats per image) and gradient norm
-    fault_grad_norm: float
-    grad_norm: float  # of the last step
-
-
-# Slots of the float64 counter vector on the device.
-_N, _LOSS, _RECON, _KL, _PERCEPTUAL, _SKIPPED, _NEW_SKIPPED, _FIRST_NEW = range(8)
-_FAULT_STEP, _FAULT_LOSS, _FAULT_GRAD_NORM, _GRAD_NORM, _STEP = range(8, 13)
-_SUMS = ("n", "loss", "recon", "kl", "perceptual")
-
-
 class FastTrainStep:
     """One optimizer step queued on the device, with nothing read back (see the module docstring).
 
-    `step(x_uint8, flip, lr=..., beta=...)` (or calling the object) does what one iteration of the plain
-    loop does: flips, float conversion, forward under autocast, the loss, backward, clipping to
+    `step(x_uint8, flip, lr=..., weight=...)` (or calling the object) does what `PlainTrainStep.step`
+    does: flips, float conversion, forward under autocast, the objective, backward, clipping to
     train.grad_clip, and the Adam update unless the loss or gradient norm is non-finite. The optimizer
     must be fused (`build_optimizer(..., fused=True)`); it gets its learning rate as a device tensor.
 
@@ -230,13 +208,15 @@ class FastTrainStep:
     state) seeds the counters when resuming.
     """
 
+    deferred = True
+
     def __init__(
         self,
         model: VAE,
         optimizer: torch.optim.Optimizer,
         spec: RunSpec,
         device: torch.device,
-        perceptual: VGGPerceptual | None = None,
+        loss: TrainingLoss,
         *,
         compile: bool | None = None,
         backend: str = "inductor",
@@ -248,11 +228,9 @@ class FastTrainStep:
                 "FastTrainStep needs a fused optimizer (build_optimizer(model, spec, device, fused=True)): "
                 "it skips non-finite steps on the device through the fused kernel's found_inf"
             )
-        self.model, self.optimizer, self.device = model, optimizer, torch.device(device)
-        self.loss_spec, self.free_bits, self.perceptual = spec.loss, spec.anneal.free_bits, perceptual
+        self.model, self.optimizer, self.device, self.loss = model, optimizer, torch.device(device), loss
         self.max_norm = spec.train.grad_clip or math.inf
         self.allowed = spec.train.skip_bad_batches
-        self.autocast = autocast_dtype(spec, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times its algorithms once (global)
         compile = compile_enabled(spec, self.device) if compile is None else compile
@@ -265,17 +243,21 @@ class FastTrainStep:
         for group in optimizer.param_groups:  # a device tensor, so that setting it launches no sync
             group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=self.device)
             self._lrs.append(group["lr"])
-        self.beta = torch.zeros((), device=self.device)
-        self.counts = torch.zeros(_STEP + 1, dtype=torch.float64)
+        self.weight = torch.zeros((), device=self.device)
+        # Slots of the float64 counter vector on the device: n, one sum per loss term, then the counts.
+        self.sums_keys = ("n", *loss.terms)
+        k = len(self.sums_keys)
+        self._skipped, self._new_skipped, self._first_new = k, k + 1, k + 2
+        self._fault_step, self._fault_loss, self._fault_grad_norm = k + 3, k + 4, k + 5
+        self._grad_norm, self._step = k + 6, k + 7
+        counts = torch.zeros(k + 8, dtype=torch.float64)
         if state is not None:
-            self.counts[: len(_SUMS)] = torch.tensor(
-                [float(state["acc"][k]) for k in _SUMS], dtype=torch.float64
-            )
-            self.counts[_SKIPPED] = state["skipped_batches"]
-            self.counts[_STEP] = state["step"]
-        self.counts[[_FIRST_NEW, _FAULT_STEP]] = -1.0
-        self.counts[[_FAULT_LOSS, _FAULT_GRAD_NORM, _GRAD_NORM]] = math.nan
-        self.counts = self.counts.to(self.device)
+            counts[:k] = torch.tensor([float(state["acc"].get(key, 0.0)) for key in self.sums_keys])
+            counts[self._skipped] = state["skipped_batches"]
+            counts[self._step] = state["step"]
+        counts[[self._first_new, self._fault_step]] = -1.0
+        counts[[self._fault_loss, self._fault_grad_norm, self._grad_norm]] = math.nan
+        self.counts = counts.to(self.device)
 
         self._compiled: Callable[..., tuple[Tensor, Tensor]] | None = None
         self._compiled_calls = 0
@@ -296,14 +278,14 @@ class FastTrainStep:
         """Whether the step (still) runs compiled: False without compile, or after a fallback to eager."""
         return self._compiled is not None
 
-    def __call__(self, x_uint8: Tensor, flip: Tensor | None, *, lr: float, beta: float) -> None:
-        self.step(x_uint8, flip, lr=lr, beta=beta)
+    def __call__(self, x_uint8: Tensor, flip: Tensor | None, *, lr: float, weight: float) -> None:
+        self.step(x_uint8, flip, lr=lr, weight=weight)
 
-    def step(self, x_uint8: Tensor, flip: Tensor | None, *, lr: float, beta: float) -> None:
+    def step(self, x_uint8: Tensor, flip: Tensor | None, *, lr: float, weight: float) -> None:
         """One training step on a uint8 batch (B, 3, H, W) already on the device; flip: (B,) bool or None."""
         for lr_tensor in self._lrs:
             lr_tensor.fill_(lr)
-        self.beta.fill_(beta)
+        self.weight.fill_(weight)
         self.optimizer.zero_grad(set_to_none=True)
         stats, grad_norm = self._forward_backward(x_uint8, flip)
         ok = torch.isfinite(stats[0]) & torch.isfinite(grad_norm)  # () bool, stays on the device
@@ -314,56 +296,52 @@ class FastTrainStep:
     def read(self) -> StepCounts:
         """The counters as Python numbers: the one host sync of the fast path. Starts a new "since" window."""
         c = self.counts.tolist()
-        self.counts[_NEW_SKIPPED] = 0.0
-        self.counts[_FIRST_NEW] = -1.0
-        fault = c[_FAULT_STEP] >= 0
+        self.counts[self._new_skipped] = 0.0
+        self.counts[self._first_new] = -1.0
+        fault = c[self._fault_step] >= 0
         return StepCounts(
-            sums={k: c[i] for i, k in enumerate(_SUMS)} | {"n": int(c[_N])},
-            skipped=int(c[_SKIPPED]),
-            new_skipped=int(c[_NEW_SKIPPED]),
-            first_new_skipped=int(c[_FIRST_NEW]) if c[_FIRST_NEW] >= 0 else None,
-            fault_step=int(c[_FAULT_STEP]) if fault else None,
-            fault_loss=c[_FAULT_LOSS],
-            fault_grad_norm=c[_FAULT_GRAD_NORM],
-            grad_norm=c[_GRAD_NORM],
+            sums={key: c[i] for i, key in enumerate(self.sums_keys)} | {"n": int(c[0])},
+            skipped=int(c[self._skipped]),
+            new_skipped=int(c[self._new_skipped]),
+            first_new_skipped=int(c[self._first_new]) if c[self._first_new] >= 0 else None,
+            fault_step=int(c[self._fault_step]) if fault else None,
+            fault_loss=c[self._fault_loss],
+            fault_grad_norm=c[self._fault_grad_norm],
+            grad_norm=c[self._grad_norm],
         )
 
-    def reset_sums(self) -> None:
+    def reset(self) -> None:
         """Zero the metric sums (after the trainer wrote a metrics row); the skip counts go on."""
-        self.counts[: len(_SUMS)] = 0.0
+        self.counts[: len(self.sums_keys)] = 0.0
 
     # ------------------------------------------------------------------------- internals
 
-    def _loss(self, x_uint8: Tensor, flip: Tensor | None, beta: Tensor) -> tuple[Tensor, Tensor]:
-        """The loss and its detached terms (loss, recon, kl, perceptual) (4,): what torch.compile compiles."""
+    def _loss(self, x_uint8: Tensor, flip: Tensor | None, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss and its detached terms (loss.terms order): what torch.compile compiles."""
         if flip is not None:
             x_uint8 = torch.where(flip[:, None, None, None], x_uint8.flip(-1), x_uint8)
         x = x_uint8.float().div(255.0)  # (B, 3, H, W) in [0, 1]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(
-            self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
-        ):
-            out = self.model(x)
-        terms = compute_loss(out, x, self.loss_spec, beta, self.free_bits, self.perceptual)  # type: ignore[arg-type]
-        stats = torch.stack([t.float() for t in (terms.loss, terms.recon, terms.kl, terms.perceptual)])
-        return terms.loss, stats.detach()
+        terms = self.loss(self.model, x, weight)
+        stats = torch.stack([terms[key].float() for key in self.loss.terms])
+        return terms["loss"], stats.detach()
 
     def _forward_backward(self, x_uint8: Tensor, flip: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Loss terms (4,) and the gradient norm (before clipping); compiled unless compiling failed."""
+        """Loss terms (T,) and the gradient norm (before clipping); compiled unless compiling failed."""
         if self._compiled is not None:
             try:
                 if self._cuda_graphs:
                     torch.compiler.cudagraph_mark_step_begin()
-                loss, stats = self._compiled(x_uint8, flip, self.beta)
+                loss, stats = self._compiled(x_uint8, flip, self.weight)
                 loss.backward()
                 self._compiled_calls += 1
                 return stats, self._clip()
             except Exception as error:
-                if self._compiled_calls >= COMPILE_TRIAL_STEPS:
-                    raise  # it compiled and ran before: this is not a compiler problem
+                if self._compiled_calls >= COMPILE_TRIAL_STEPS or not is_compiler_error(error):
+                    raise  # out of memory, a bug in the model or the objective: eager would fail too
                 self._fall_back(error)
-        loss, stats = self._loss(x_uint8, flip, self.beta)
+        loss, stats = self._loss(x_uint8, flip, self.weight)
         loss.backward()
         return stats, self._clip()
 
@@ -388,16 +366,45 @@ class FastTrainStep:
 
     def _count(self, stats: Tensor, grad_norm: Tensor, ok: Tensor) -> None:
         """Add this step to the device counters: about ten tiny kernels, no sync."""
-        c = self.counts
+        c, k = self.counts, len(self.sums_keys)
         okd = ok.double()
-        c[: len(_SUMS)] += torch.cat([okd.view(1), torch.where(ok, stats.double(), 0.0)])
-        c[_SKIPPED : _NEW_SKIPPED + 1] += 1.0 - okd  # in total and since the last read
-        c[_FIRST_NEW] = torch.where(ok | (c[_FIRST_NEW] >= 0), c[_FIRST_NEW], c[_STEP])
-        fault = (c[_SKIPPED] > self.allowed) & (c[_FAULT_STEP] < 0)
-        at_fault = torch.stack([c[_STEP], stats[0].double(), grad_norm.double()])
-        c[_FAULT_STEP:_GRAD_NORM] = torch.where(fault, at_fault, c[_FAULT_STEP:_GRAD_NORM])
-        c[_GRAD_NORM] = grad_norm
-        c[_STEP] += 1.0
+        c[:k] += torch.cat([okd.view(1), torch.where(ok, stats.double(), 0.0)])
+        c[self._skipped : self._new_skipped + 1] += 1.0 - okd  # in total and since the last read
+        c[self._first_new] = torch.where(ok | (c[self._first_new] >= 0), c[self._first_new], c[self._step])
+        fault = (c[self._skipped] > self.allowed) & (c[self._fault_step] < 0)
+        at_fault = torch.stack([c[self._step], stats[0].double(), grad_norm.double()])
+        c[self._fault_step : self._grad_norm] = torch.where(
+            fault, at_fault, c[self._fault_step : self._grad_norm]
+        )
+        c[self._grad_norm] = grad_norm
+        c[self._step] += 1.0
+
+
+_COMPILER_MODULES = ("torch._dynamo", "torch._inductor")
+_CAPTURE_ERRORS = ("stream is capturing", "cuda graph", "cudagraph")
+
+
+def is_compiler_error(error: BaseException) -> bool:
+    """Whether an exception of a compiled step is the compiler's (fall back to eager) or the program's.
+
+    Compiler errors are dynamo's and inductor's own exceptions (a missing C++ compiler or Triton, an
+    unsupported op, a lowering failure) and CUDA-graph capture failures. Not compiler errors, anywhere
+    in the chain of causes: running out of memory, and dynamo's TorchRuntimeError, which is the
+    program's own error (a shape mismatch, say) met while tracing; eager mode would fail the same way.
+    """
+    chain: list[BaseException] = []
+    seen: BaseException | None = error
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or getattr(seen, "inner_exception", None) or seen.__context__
+    if any(isinstance(e, torch.OutOfMemoryError | torch._dynamo.exc.TorchRuntimeError) for e in chain):
+        return False
+    for e in chain:
+        if type(e).__module__.startswith(_COMPILER_MODULES):
+            return True
+        if isinstance(e, RuntimeError) and any(s in str(e).lower() for s in _CAPTURE_ERRORS):
+            return True
+    return False
 
 
 def _prepare_fused_state(optimizer: torch.optim.Optimizer) -> None:
@@ -419,3 +426,35 @@ def _prepare_fused_state(optimizer: torch.optim.Optimizer) -> None:
                     state[key] = value.to(dtype=torch.float32, device=p.device)
                 elif value.shape == p.shape and (value.stride() != p.stride() or value.device != p.device):
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
+class FastPath:
+    """The fast path as a `vaebench.steps.TrainPath`: device-resident batches, a compiled fused step."""
+
+    name = "fast"
+    fused_optimizer = True
+
+    def batches(
+        self, dataset: Dataset, spec: RunSpec, seed: int, start_step: int, device: torch.device, say: Say
+    ) -> Batches:
+        return DeviceBatches(
+            dataset, spec.train.batch_size, seed, flip=spec.data.flip, device=device,
+            start_step=start_step, workers=spec.data.num_workers, say=say,
+        )  # fmt: skip
+
+    def step(
+        self,
+        model: VAE,
+        optimizer: torch.optim.Optimizer,
+        spec: RunSpec,
+        device: torch.device,
+        loss: TrainingLoss,
+        state: dict,
+    ) -> TrainStep:
+        return FastTrainStep(model, optimizer, spec, device, loss, state=state)
+
+    def validation_batch_size(self, spec: RunSpec, device: torch.device) -> int | None:
+        return validation_batch_size(spec, device)
+
+
+FAST = FastPath()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -13,6 +14,22 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+
+class Reporter(Protocol):
+    """What training and evaluation tell whoever shows progress (a rich bar, plain log lines, or nothing)."""
+
+    def start(self, name: str, total: int, initial: int) -> None: ...
+    def update(self, step: int, metrics: dict[str, float]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def finish(self) -> None: ...
+
+
+class SilentReporter:
+    def start(self, name: str, total: int, initial: int) -> None: ...
+    def update(self, step: int, metrics: dict[str, float]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def finish(self) -> None: ...
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -42,12 +42,16 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
 from vaebench.errors import UserError
+
+if TYPE_CHECKING:
+    from vaebench.spec import RunSpec
 
 # The process umask, read once: files made by mkstemp are 0600 and get the usual mode back.
 _UMASK = os.umask(0)
@@ -337,8 +341,50 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path} is not valid JSON ({e}); {advice}.") from None
 
 
+@dataclass(frozen=True)
+class RunLabels:
+    """What a run is part of: its experiment, variant, axis levels and overrides (not what it trains)."""
+
+    experiment: str = ""
+    variant: str = ""
+    axes: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def run_document(labels: RunLabels, spec: RunSpec, seed: int) -> dict[str, Any]:
+    """What spec.yaml holds: enough to rebuild the run (and the report's axes) without the experiment file."""
+    return {
+        "experiment": labels.experiment,
+        "variant": labels.variant,
+        "seed": seed,
+        "axes": labels.axes,
+        "overrides": labels.overrides,
+        "spec": spec.model_dump(mode="json"),
+    }
+
+
+def training_summary(
+    document: dict[str, Any], loop: dict[str, Any], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """summary.json's training keys: the run's names, last and best step, the last train/ and val/ values.
+
+    document: spec.yaml's (`run_document`); loop: the trainer's state at the last step; rows: metrics.jsonl.
+    """
+    last_val = next((r for r in reversed(rows) if "val/loss" in r), {})
+    return {
+        "experiment": document["experiment"],
+        "variant": document["variant"],
+        "seed": document["seed"],
+        "step": loop["step"],
+        "best_step": loop.get("best_step"),
+        "best/val_loss": loop["best_val"],
+        **{k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("train/")},
+        **{k: v for k, v in last_val.items() if k.startswith("val/")},
+    }
+
+
 def read_run_document(path: Path) -> dict[str, Any]:
-    """The document of a run's spec.yaml (what `vaebench.train.run_document` wrote): experiment, variant,
+    """The document of a run's spec.yaml (what `run_document` wrote): experiment, variant,
     seed, axes, overrides and the resolved `spec` mapping, unvalidated.
 
     Callers check that the file exists (what to advise when it does not depends on the command); an

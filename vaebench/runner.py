@@ -1,4 +1,9 @@
-"""The queue of variant x seed runs of an experiment, trained one after the other."""
+"""The queue of variant x seed runs of an experiment, and one run from start to DONE.
+
+`run_one` is what `vaebench run` does for each run: pick the training path for the device, train
+(`vaebench.train.train`, to the last step), then `finish_run`: figures, the final evaluation, the
+summary and the DONE marker.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,35 @@ import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from vaebench import data as datasets
+from vaebench.batches import eval_batches, to_float
+from vaebench.checkpoint import load_checkpoint
+from vaebench.device import Device, resolve_device
 from vaebench.errors import UserError
+from vaebench.evaluate import evaluate_run, load_trained_model
 from vaebench.experiments import Variant
-from vaebench.runfolder import RunPaths, read_json, run_dir
+from vaebench.fastpath import FAST
+from vaebench.figures import standard_figures
+from vaebench.progress import Reporter, SilentReporter
+from vaebench.runfolder import (
+    MetricsLog,
+    RunPaths,
+    atomic_write_text,
+    read_json,
+    read_run_document,
+    run_dir,
+    training_summary,
+    update_summary,
+)
 from vaebench.spec import RunSpec, SyntheticDataSpec
-from vaebench.train import Device, Reporter, RunResult, check_same_training_spec, train
+from vaebench.steps import PLAIN, TrainPath
+from vaebench.train import RunResult, check_same_training_spec, train
 from vaebench.workers import Board, Executor, Job, Outcome, error_line, run_pool
 
 
@@ -106,6 +132,81 @@ def preflight(plan: Sequence[PlannedRun]) -> None:
             check_vgg_weights_available()
 
 
+def train_path(spec: RunSpec, device: torch.device, fast_path: bool | None = None) -> TrainPath:
+    """The fast path on CUDA and when train.compile is "on", the plain path otherwise.
+
+    fast_path: True takes the fast path on any device (the tests run it on CPU), False never.
+    """
+    fast = fast_path if fast_path is not None else (device.type == "cuda" or spec.train.compile == "on")
+    return FAST if fast else PLAIN
+
+
+def run_one(
+    variant: Variant,
+    seed: int,
+    run_dir: Path,
+    *,
+    device: Device = "auto",
+    force: bool = False,
+    reporter: Reporter | None = None,
+    stop_after: int | None = None,
+    fast_path: bool | None = None,
+) -> RunResult:
+    """Train one variant x seed in `run_dir` (or resume it, or skip it when finished) and finish it.
+
+    A run that trained to its last step but was not finished (its evaluation failed or was
+    interrupted) goes straight to `finish_run` when rerun.
+    """
+    reporter = reporter or SilentReporter()
+    path = train_path(variant.spec, resolve_device(device), fast_path)
+    result = train(
+        variant.spec, seed, run_dir, labels=variant.labels, device=device, force=force,
+        reporter=reporter, stop_after=stop_after, path=path,
+    )  # fmt: skip
+    if result.status != "trained":
+        return result
+    tracker = result.tracker
+    try:
+        summary = finish_run(RunPaths(run_dir), resolve_device(device), tracker)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(exit_code=1)
+        raise
+    if tracker is not None:
+        tracker.finish()
+    return RunResult(run_dir, "finished", summary, wall_s=result.wall_s)
+
+
+def finish_run(paths: RunPaths, device: torch.device, tracker: Any = None) -> dict[str, Any]:
+    """Figures, the final evaluation, the summary and the DONE marker of a run at its last step.
+
+    Figures show the final model (checkpoints/last.pt); the evaluation (when eval.at_end) is of
+    checkpoints/best.pt, the model the run's headline numbers are about, with the spec's eval settings.
+    It runs before the summary and DONE, so a finished run always has its "<split>/..." keys in
+    summary.json, and a run whose evaluation failed is finished by rerunning.
+    """
+    document = read_run_document(paths.spec)
+    spec = RunSpec.model_validate(document["spec"])
+    model, _ = load_trained_model(paths.last, spec, device)
+    model.eval()
+    loop = load_checkpoint(paths.last)["loop"]
+    test_set = datasets.build_dataset(spec.data, "test")
+    images = to_float(next(eval_batches(test_set, 16)), device)
+    figures = standard_figures(model, images, paths.figures, seed=document["seed"])
+    if tracker is not None:
+        tracker.log_images(figures, loop["step"])
+    if spec.eval.at_end:
+        # last.pt only if no validation ever gave a finite loss (then best.pt was never written)
+        which = "best" if paths.best.exists() else "last"
+        evaluate_run(paths.root, checkpoint=which, device=device, tracker=tracker, tracker_step=loop["step"])
+    summary = training_summary(document, loop, MetricsLog.read(paths.metrics))
+    update_summary(paths.summary, summary)
+    if tracker is not None:
+        tracker.summary_update(summary)
+    atomic_write_text(paths.done, datetime.now(timezone.utc).isoformat())
+    return read_json(paths.summary)
+
+
 def run_queue(
     plan: Sequence[PlannedRun], *, device: Device, force: bool, reporter: Reporter
 ) -> list[RunResult]:
@@ -117,7 +218,7 @@ def run_queue(
     results = []
     for item in plan:
         try:
-            result = train(
+            result = run_one(
                 item.variant, item.seed, item.run_dir, device=device, force=force, reporter=reporter
             )
         except UserError as err:

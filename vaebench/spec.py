@@ -12,54 +12,25 @@ unless a name says `bpd` (bits per dimension, D = C * H * W).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
+from vaebench.decoders import DECODER_HEADS
+from vaebench.decoders.isotropic import IsotropicDecoderSpec
+from vaebench.decoders.sigma_vae import SigmaVAEDecoderSpec
+from vaebench.decoders.variance import VarianceDecoderSpec
+from vaebench.objectives import OBJECTIVES, ObjectiveSpec
+from vaebench.objectives.elbo import ElboSpec
+from vaebench.sections import Float, Int, Positive, Section, default_kind, tagged_union
 
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not true/false")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_not_bool)]
-"""An int that refuses booleans: pydantic alone reads `latent_dim: true` as 1."""
-Float = Annotated[float, BeforeValidator(_not_bool)]
-"""A float that refuses booleans (finiteness comes from `Section`'s allow_inf_nan=False)."""
-
-
-class Section(BaseModel):
-    """Base for every spec section: unknown keys are errors, values are validated on assignment.
-
-    Floats must be finite: `inf`/`nan` pass pydantic's `gt=0` but cannot train. Number fields are
-    typed `Int`/`Float`, which refuse booleans.
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-def default_kind(kind: str) -> BeforeValidator:
-    """A tagged section written without its `kind` is the default kind, as an absent section would be.
-
-    Without this pydantic answers `data: {image_size: 40}` with "Unable to extract tag using
-    discriminator", hiding the real problem (here: the image size).
-    """
-
-    def fill(value: Any) -> Any:
-        return {"kind": kind, **value} if isinstance(value, dict) and "kind" not in value else value
-
-    return BeforeValidator(fill)
-
-
-Positive = Annotated[Int, Field(ge=1)]
+__all__ = [  # the decoder and objective sections live beside their code; importable from here too
+    "ElboSpec",
+    "IsotropicDecoderSpec",
+    "ObjectiveSpec",
+    "SigmaVAEDecoderSpec",
+    "VarianceDecoderSpec",
+]
 
 
 # ----------------------------------------------------------------------------- data
@@ -122,50 +93,8 @@ DataSpec = Annotated[
 # ----------------------------------------------------------------------------- model
 
 
-class IsotropicDecoderSpec(Section):
-    """p(x|z) = N(mean(z), sigma^2 I) with a fixed sigma, in [0, 1] pixel units.
-
-    sigma = 1 is what "plain MSE" losses implicitly assume: on [0, 1] data that is a
-    density far wider than the data range, which costs about 9.3 bits/dim whatever the
-    reconstruction quality. Small sigma (e.g. 0.05-0.1) gives meaningful bits/dim.
-    """
-
-    kind: Literal["isotropic"] = "isotropic"
-    sigma: Float = Field(0.1, gt=0, description="Fixed decoder standard deviation, in [0, 1] pixel units.")
-
-
-class VarianceDecoderSpec(Section):
-    """p(x|z) = N(mean(z), diag(sigma^2(z))): the decoder predicts a per-pixel log-variance."""
-
-    kind: Literal["variance"] = "variance"
-    logvar_min: Float = Field(-10.0, description="Lower bound of the predicted log-variance.")
-    logvar_max: Float = Field(10.0, description="Upper bound of the predicted log-variance.")
-    bound: Literal["soft", "hard"] = Field(
-        "soft", description="soft: min + (max - min) * sigmoid(raw), keeps gradients; hard: clamp."
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> VarianceDecoderSpec:
-        if self.logvar_min >= self.logvar_max:
-            raise ValueError(f"logvar_min ({self.logvar_min}) must be below logvar_max ({self.logvar_max})")
-        return self
-
-
-class SigmaVAEDecoderSpec(Section):
-    """sigma-VAE (Rybkin et al. 2021): one learned sigma for all pixels, calibrated by the likelihood."""
-
-    kind: Literal["sigma_vae"] = "sigma_vae"
-    init_sigma: Float = Field(
-        0.1, gt=0, description="Initial value of the learned sigma, [0, 1] pixel units."
-    )
-    min_log_sigma: Float = Field(-6.0, description="Lower bound of log sigma, for numerical safety.")
-
-
-DecoderSpec = Annotated[
-    IsotropicDecoderSpec | VarianceDecoderSpec | SigmaVAEDecoderSpec,
-    Field(discriminator="kind"),
-    default_kind("isotropic"),
-]
+DecoderSpec = tagged_union([h.spec for h in DECODER_HEADS.values()], default="isotropic")
+"""`model.decoder`: the tagged union of the registered decoder heads' sections (`vaebench.decoders`)."""
 
 
 class ModelSpec(Section):
@@ -183,36 +112,20 @@ class ModelSpec(Section):
     max_groups: Int = Field(
         32, ge=1, description="GroupNorm groups (the largest divisor of the width up to this)."
     )
-    decoder: DecoderSpec = Field(default_factory=IsotropicDecoderSpec)
+    decoder: DecoderSpec = Field(  # type: ignore[valid-type]
+        default_factory=IsotropicDecoderSpec
+    )
 
 
 # ----------------------------------------------------------------------------- loss and annealing
 
 
-class LossSpec(Section):
-    """The training objective: -log p(x|z) + beta_t * KL + perceptual_weight * perceptual.
+LossSpec = tagged_union([o.spec for o in OBJECTIVES.values()], default="elbo")
+"""`loss`: the tagged union (on `loss.kind`) of the registered objectives' sections (`vaebench.objectives`).
 
-    Reconstruction and KL are in nats per image (summed over pixels or latent dims, averaged
-    over the batch), so that -ELBO / (D ln 2) is bits/dim.
-    """
-
-    likelihood: Literal["discretized", "continuous"] = Field(
-        "discretized",
-        description="discretized: Gaussian integrated over each of the 256 bins (exact for 8-bit data); "
-        "continuous: Gaussian density plus the log(1/255) bin-width correction.",
-    )
-    beta: Float = Field(1.0, ge=0, description="Final KL weight (the annealing schedule scales it).")
-    perceptual_weight: Float = Field(
-        0.0, ge=0, description="Weight of the VGG16 perceptual loss; 0 disables it."
-    )
-    perceptual_layers: list[Literal["relu1_2", "relu2_2", "relu3_3", "relu4_3"]] = Field(
-        ["relu1_2", "relu2_2", "relu3_3"], min_length=1, description="VGG16 activations compared."
-    )
-    vgg_weights: Literal["imagenet", "random"] = Field(
-        "imagenet",
-        description="imagenet: torchvision's VGG16_Weights.IMAGENET1K_V1 from the torch cache; "
-        "random: untrained weights (tests only).",
-    )
+Every objective has the shared fields of `ObjectiveSpec` (likelihood, perceptual_weight, ...); a `loss`
+section without `kind` is the ELBO (`ElboSpec`: beta and the shared fields), as before objectives existed.
+"""
 
 
 class AnnealSpec(Section):
@@ -331,7 +244,7 @@ class RunSpec(Section):
 
     data: DataSpec = Field(default_factory=SyntheticDataSpec)  # type: ignore[assignment]
     model: ModelSpec = Field(default_factory=ModelSpec)
-    loss: LossSpec = Field(default_factory=LossSpec)
+    loss: LossSpec = Field(default_factory=ElboSpec)  # type: ignore[valid-type]
     anneal: AnnealSpec = Field(default_factory=AnnealSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
     train: TrainSpec = Field(default_factory=lambda: TrainSpec(steps=10_000))

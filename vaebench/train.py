@@ -1,16 +1,19 @@
 """Training one run: a plain function of (resolved spec, seed, run folder) -> result.
 
-The loop follows nanoGPT's order: learning rate and KL weight for this step -> maybe validate and
-checkpoint -> forward/backward -> check finite -> clip -> step -> log. Everything a later stage
-needs (metrics, checkpoints, figures, summary) is written to the run folder; W&B only mirrors it.
+The loop follows nanoGPT's order: learning rate and KL weight for this step -> the step (forward,
+backward, finite check, clip, update) -> maybe read its numbers, log, validate and checkpoint -> stop.
+Everything a later stage needs (metrics, checkpoints) is written to the run folder; W&B only mirrors
+it. The end of a run (figures, the final evaluation, summary.json, DONE) is the runner's
+(`vaebench.runner.finish_run`): a run that trained to its last step here comes back as "trained".
+
+One step has one interface (`vaebench.steps.TrainStep`: step / read / reset) and two implementations:
+the plain path (`vaebench.steps`, the default on CPU) and the fast path (`vaebench.fastpath`, CUDA),
+which keeps its numbers on the device until they are read. The caller picks the path (`path=`), so
+this module imports neither the fast path nor evaluation.
 
 Resumption is exact: the batch order is a pure function of (seed, epoch), the checkpoint holds the
 model, optimizer, RNG states, the metric accumulators and the step, so a run stopped at any point
 and resumed ends with the same parameters (bit-identical on CPU) as one never stopped.
-
-On CUDA the step runs on the fast path (`vaebench.fastpath`): the same loop, but the batch, the loss,
-the finite check and the metric sums stay on the device and are read back only when a row is logged,
-the model is validated or a checkpoint is written.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -33,7 +36,7 @@ from torch.utils.data import Dataset
 
 from vaebench import data as datasets
 from vaebench.annealing import kl_weight
-from vaebench.batches import eval_batches, flip_batch, to_float, train_batches
+from vaebench.batches import eval_batches, to_float
 from vaebench.checkpoint import (
     CheckpointWarning,
     RunCheckpoints,
@@ -42,15 +45,17 @@ from vaebench.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from vaebench.device import Device, resolve_device
 from vaebench.errors import UserError
-from vaebench.experiments import Variant, flatten
-from vaebench.figures import standard_figures
+from vaebench.experiments import flatten
 from vaebench.likelihoods import bits_per_dim
-from vaebench.losses import compute_loss
+from vaebench.objectives import TrainingLoss
 from vaebench.perceptual import VGGPerceptual
+from vaebench.progress import Reporter, SilentReporter
 from vaebench.runfolder import (
     DamagedMetrics,
     MetricsLog,
+    RunLabels,
     RunPaths,
     atomic_write_json,
     atomic_write_text,
@@ -60,81 +65,32 @@ from vaebench.runfolder import (
     read_run_document,
     remove_stale_temp_files,
     repair_metrics,
-    update_summary,
+    run_document,
 )
 from vaebench.schedules import lr_at, steps_per_epoch, total_steps
 from vaebench.spec import RunSpec
+from vaebench.steps import PLAIN, TrainPath, TrainStep, training_loss, zero_sums
 from vaebench.tracking import Tracker
 from vaebench.vae import VAE, build_model
 
-Device = str
-"""auto, cpu, cuda or cuda:N (`vaebench.cli.parse_device` checks what a person types)."""
+__all__ = ["Device", "Reporter", "SilentReporter", "train"]  # Device, Reporter: for callers' hints
 
 
 class NumericalFault(UserError):
     """A non-finite loss or gradient: the run stops, and the last good checkpoint is named."""
 
 
-class Reporter(Protocol):
-    """What the trainer tells whoever shows progress (a rich bar, plain log lines, or nothing)."""
-
-    def start(self, name: str, total: int, initial: int) -> None: ...
-    def update(self, step: int, metrics: dict[str, float]) -> None: ...
-    def message(self, text: str) -> None: ...
-    def finish(self) -> None: ...
-
-
-class SilentReporter:
-    def start(self, name: str, total: int, initial: int) -> None: ...
-    def update(self, step: int, metrics: dict[str, float]) -> None: ...
-    def message(self, text: str) -> None: ...
-    def finish(self) -> None: ...
-
-
 @dataclass
 class RunResult:
+    """What became of one run. "trained": at its last step, its end (`finish_run`) still to do; then
+    `tracker` is its W&B run, still open, which the end logs the evaluation to and finishes."""
+
     run_dir: Path
-    status: Literal["finished", "skipped", "stopped", "failed"]
+    status: Literal["finished", "trained", "skipped", "stopped", "failed"]
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     wall_s: float = 0.0
-
-
-def resolve_device(device: Device) -> torch.device:
-    """auto, cpu, cuda or cuda:N as a torch.device; a CUDA device torch cannot see is a UserError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"--device {device} was asked for, but torch sees no CUDA device (torch.cuda.is_available() "
-            "is False). Use --device cpu, or install a CUDA build of torch."
-        )
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise UserError(
-            f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0 "
-            "(CUDA_VISIBLE_DEVICES renumbers them). Give one of those, or --device cuda."
-        )
-    return resolved
-
-
-def autocast_dtype(spec: RunSpec, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA by default; fp32 on CPU (bf16 on CPU is slow and would break bit-exactness)."""
-    if spec.train.precision == "bf16" or (spec.train.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def run_document(variant: Variant, seed: int) -> dict[str, Any]:
-    """What spec.yaml holds: enough to rebuild the run (and the report's axes) without the experiment file."""
-    return {
-        "experiment": variant.experiment,
-        "variant": variant.name,
-        "seed": seed,
-        "axes": variant.axes,
-        "overrides": variant.overrides,
-        "spec": variant.spec.model_dump(mode="json"),
-    }
+    tracker: Tracker | None = field(default=None, repr=False)
 
 
 # Spec sections that decide what is trained; a run folder may be resumed only under the same values.
@@ -213,46 +169,36 @@ class DeferredInterrupt:
 
 @torch.no_grad()
 def validate(
-    model: VAE,
-    dataset: Dataset,
-    spec: RunSpec,
-    device: torch.device,
-    perceptual: VGGPerceptual | None,
+    model: VAE, dataset: Dataset, spec: RunSpec, device: torch.device, loss: TrainingLoss,
     batch_size: int | None = None,
-) -> dict[str, float]:
-    """Validation metrics at beta = loss.beta (the objective annealing leads to) and the beta = 1 ELBO.
+) -> dict[str, float]:  # fmt: skip
+    """Validation metrics: the objective's own terms at the end of annealing, and the beta = 1 ELBO.
 
-    `val/loss` (what the best checkpoint minimises) = recon + loss.beta * KL (+ perceptual term);
-    `val/bpd_elbo` is -ELBO at beta = 1 in bits/dim, comparable across variants whatever their beta.
-    The first train.val_batches * train.batch_size images are used (all when val_batches is null);
-    `batch_size` (default train.batch_size) is only how many go through the model at once.
+    `val/loss` (what the best checkpoint minimises) is the objective's loss at annealing weight 1 (for
+    the ELBO: recon + loss.beta * KL after free bits, plus the perceptual term), so a new objective or
+    term is selected on what it trains; `val/<term>` is each of its terms, and `val/bpd_elbo` is -ELBO at
+    beta = 1 in bits/dim, comparable across variants whatever their objective. The first
+    train.val_batches * train.batch_size images are used (all when val_batches is null); `batch_size`
+    (default train.batch_size) is only how many go through the model at once.
     """
     model.eval()
-    totals = {"recon": 0.0, "kl": 0.0, "perceptual": 0.0}
+    totals = dict.fromkeys(loss.terms, 0.0)
     count = 0
-    dtype = autocast_dtype(spec, device)
     per_call = batch_size or spec.train.batch_size
     limit = None if spec.train.val_batches is None else spec.train.val_batches * spec.train.batch_size
     for xb in eval_batches(dataset, per_call, None if limit is None else math.ceil(limit / per_call)):
         x = to_float(xb if limit is None else xb[: limit - count], device)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = model(x)
-        terms = compute_loss(out, x, spec.loss, spec.loss.beta, 0.0, perceptual)
+        terms = loss(model, x, 1.0)
         for key in totals:
-            totals[key] += float(getattr(terms, key)) * len(x)
+            totals[key] += float(terms[key]) * len(x)
         count += len(x)
     model.train()
     m = {k: v / count for k, v in totals.items()}
-    dims = x[0].numel()
-    result = {
-        "val/loss": m["recon"] + spec.loss.beta * m["kl"] + spec.loss.perceptual_weight * m["perceptual"],
-        "val/recon": m["recon"],
-        "val/kl": m["kl"],
-        "val/bpd_elbo": bits_per_dim(m["recon"] + m["kl"], dims),
+    return {
+        "val/loss": m["loss"],
+        **{f"val/{k}": v for k, v in m.items() if k != "loss"},
+        "val/bpd_elbo": bits_per_dim(m["recon"] + m["kl"], x[0].numel()),
     }
-    if perceptual is not None:
-        result["val/perceptual"] = m["perceptual"]
-    return result
 
 
 # ----------------------------------------------------------------------------- the run
@@ -274,25 +220,28 @@ def build_optimizer(
 
 
 def train(
-    variant: Variant,
+    spec: RunSpec,
     seed: int,
     run_dir: Path,
     *,
+    labels: RunLabels | None = None,
     device: Device = "auto",
     force: bool = False,
     reporter: Reporter | None = None,
     stop_after: int | None = None,
-    fast_path: bool | None = None,
+    path: TrainPath = PLAIN,
 ) -> RunResult:
-    """Train (or resume, or skip when finished) one variant x seed in `run_dir`.
+    """Train (or resume, or skip when finished) one run of `spec` with `seed` in `run_dir`, to its last step.
 
-    stop_after: stop (with a checkpoint) after this many steps even if the run is longer;
-    used to test resumption, harmless otherwise.
-    fast_path: None (default) takes the fast path (`vaebench.fastpath`) on CUDA and when
-    train.compile is "on"; True takes it on any device (the tests run it on CPU), False never.
+    Returns "trained" at the last step (the caller finishes the run: `vaebench.runner.finish_run`),
+    "skipped" when the folder's DONE marker says it is finished, "stopped" after `stop_after` steps
+    (a checkpoint is written; used to test resumption). labels: the experiment, variant and axes the
+    run belongs to (spec.yaml, W&B). path: how steps run (`vaebench.steps.PLAIN`, or
+    `vaebench.fastpath.FAST`); the runner picks the fast path on CUDA.
     """
     reporter = reporter or SilentReporter()
-    spec = variant.spec
+    labels = labels or RunLabels()
+    document = run_document(labels, spec, seed)
     paths = RunPaths(run_dir)
     if not force:
         prepare_run_folder(paths, reporter)
@@ -317,19 +266,19 @@ def train(
     val_set = datasets.build_dataset(spec.data, "val")
     total = total_steps(spec.train, len(train_set))
     per_epoch = steps_per_epoch(len(train_set), spec.train.batch_size)
+    loss = training_loss(spec, len(train_set), dev, perceptual)
 
-    fast = fast_path if fast_path is not None else (dev.type == "cuda" or spec.train.compile == "on")
     torch.manual_seed(seed)
     model = build_model(spec.model, spec.data.image_size).to(dev)
-    optimizer = build_optimizer(model, spec, dev, fused=fast or None)
+    optimizer = build_optimizer(model, spec, dev, fused=path.fused_optimizer)
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.checkpoints.mkdir(exist_ok=True)
-    atomic_write_text(paths.spec, yaml.safe_dump(run_document(variant, seed), sort_keys=False))
+    atomic_write_text(paths.spec, yaml.safe_dump(document, sort_keys=False))
     atomic_write_json(paths.env, environment_info(dev))
 
-    state = {"step": 0, "best_val": math.inf, "acc": _zero_acc(), "skipped_batches": 0}
+    state = {"step": 0, "best_val": math.inf, "acc": zero_sums(loss.terms), "skipped_batches": 0}
     checkpoints = RunCheckpoints(paths, spec.train.keep_checkpoints)
-    ckpt = resume_checkpoint(paths, spec, total, checkpoints, reporter)
+    ckpt = resume_checkpoint(paths, spec, total, checkpoints, reporter, loss.terms)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -342,38 +291,29 @@ def train(
     tracker = Tracker.start(
         spec.tracking,
         run_dir,
-        config=run_document(variant, seed),
-        group=variant.experiment,
-        name=f"{variant.name}/seed{seed}",
-        tags=[f"{k}={v}" for k, v in variant.axes.items()],
+        config=document,
+        group=labels.experiment,
+        name=f"{labels.variant}/seed{seed}",
+        tags=[f"{k}={v}" for k, v in labels.axes.items()],
     )
 
-    dtype = autocast_dtype(spec, dev)
+    batches = path.batches(train_set, spec, seed, state["step"], dev, reporter.message)
+    train_step = path.step(model, optimizer, spec, dev, loss, state)
+    val_batch_size = path.validation_batch_size(spec, dev)
     dims = 3 * spec.data.image_size**2
-    fast_step, val_batch_size = None, None
-    if fast:
-        from vaebench.fastpath import DeviceBatches, FastTrainStep, validation_batch_size
-
-        device_batches = DeviceBatches(
-            train_set, spec.train.batch_size, seed, flip=spec.data.flip, device=dev,
-            start_step=state["step"], workers=spec.data.num_workers, say=reporter.message,
-        )  # fmt: skip
-        fast_step = FastTrainStep(model, optimizer, spec, dev, perceptual, state=state)
-        val_batch_size = validation_batch_size(spec, dev)
-    else:
-        batches = train_batches(train_set, spec.train.batch_size, seed, state["step"], spec.data.num_workers)
-    reporter.start(f"{variant.name}/seed{seed}", total, state["step"])
+    beta = getattr(spec.loss, "beta", 1.0)  # the annealed beta logged as train/beta, for objectives with one
+    reporter.start(f"{labels.variant}/seed{seed}", total, state["step"])
     started = time.perf_counter()
 
-    def checkpoint(path: Path) -> None:
+    def checkpoint(where: Path) -> None:
         checkpoints.save(
-            path,
+            where,
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "rng": rng_state(),
                 "loop": state,
-                "spec": run_document(variant, seed),
+                "spec": document,
                 # every row so far (str: weights_only loading refuses b""), to rebuild a damaged metrics.jsonl
                 "metrics": paths.metrics.read_bytes().decode("utf-8", errors="replace"),
             },
@@ -383,57 +323,24 @@ def train(
     interrupt.install()
     try:
         t_log = time.perf_counter()
+        grad_norm = math.nan
         while state["step"] < total:
             step = state["step"]
             lr = lr_at(step, spec.optim, total)
-            beta = spec.loss.beta * kl_weight(step, spec.anneal, total)
+            weight = kl_weight(step, spec.anneal, total)  # the annealing fraction, in [0, 1] mostly
 
-            if fast_step is not None:
-                # forward, backward, clip, finite check, update and metric sums, all queued on the device
-                fast_step(*device_batches.next(), lr=lr, beta=beta)
-            else:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                xb = next(batches)
-                if spec.data.flip:
-                    xb = flip_batch(xb, seed, step)
-                x = to_float(xb, dev)
-                with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    out = model(x)
-                terms = compute_loss(out, x, spec.loss, beta, spec.anneal.free_bits, perceptual)
-                optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), spec.train.grad_clip or math.inf
-                )
-                acc = state["acc"]
-                if torch.isfinite(terms.loss) and torch.isfinite(grad_norm):
-                    optimizer.step()
-                    acc["n"] += 1
-                    for key in ("loss", "recon", "kl", "perceptual"):
-                        acc[key] += float(getattr(terms, key).detach())
-                else:
-                    state["skipped_batches"] += 1
-                    if state["skipped_batches"] > spec.train.skip_bad_batches:
-                        raise NumericalFault(
-                            _fault_message(step, float(terms.loss.detach()), float(grad_norm), paths)
-                        )
-                    reporter.message(
-                        f"step {step}: non-finite loss or gradient, batch skipped "
-                        f"({state['skipped_batches']}/{spec.train.skip_bad_batches})"
-                    )
-            # A skipped batch still counts as a step, so the data order stays a function of the step and
-            # the step still logs, validates and checkpoints on schedule (the last step included).
+            # forward, backward, finite check, clip, update and metric sums (queued on the device on the
+            # fast path). A skipped non-finite batch still counts as a step, so the data order stays a
+            # function of the step and the run logs, validates and checkpoints on schedule.
+            train_step.step(*batches.next(), lr=lr, weight=weight)
             state["step"] = step = step + 1
 
-            validate_now = step % spec.train.val_every == 0 or step == total
-            log_now = validate_now or step % spec.train.log_every == 0
-            checkpoint_now = step % spec.train.checkpoint_every == 0 or step == total
+            validate_now, log_now, checkpoint_now = scheduled(step, spec, total)
             stop_now = stop_after is not None and step >= stop_after and step < total
-            if fast_step is not None and (log_now or checkpoint_now or stop_now or interrupt.requested):
-                # The one read-back: metric sums into state["acc"], and a NumericalFault before any row or
-                # checkpoint that would come after a fault.
-                grad_norm = _settle_fast_step(fast_step, state, spec, reporter, paths)
+            if not train_step.deferred or log_now or checkpoint_now or stop_now or interrupt.requested:
+                # The fast path's one read-back: metric sums into state["acc"], and a NumericalFault before
+                # any row or checkpoint that would come after a fault.
+                grad_norm = _settle(train_step, state, spec, reporter, paths)
             if log_now:
                 now = time.perf_counter()
                 acc = state["acc"]
@@ -441,19 +348,16 @@ def train(
                 row = {
                     "step": step,
                     "epoch": step / per_epoch,
-                    "train/loss": acc["loss"] / n,
-                    "train/recon": acc["recon"] / n,
-                    "train/kl": acc["kl"] / n,
-                    "train/beta": beta,
+                    **{f"train/{k}": acc.get(k, 0.0) / n for k in loss.terms},
+                    "train/beta": beta * weight,
+                    "train/kl_weight": weight,
                     "lr": lr,
                     "train/bpd_elbo": bits_per_dim((acc["recon"] + acc["kl"]) / n, dims),
                     "train/grad_norm": float(grad_norm),
                     "images_per_s": acc["n"] * spec.train.batch_size / max(now - t_log, 1e-9),
                 }
-                if perceptual is not None:
-                    row["train/perceptual"] = acc["perceptual"] / n
                 if validate_now:
-                    row.update(validate(model, val_set, spec, dev, perceptual, val_batch_size))
+                    row.update(validate(model, val_set, spec, dev, loss, val_batch_size))
                     if row["val/loss"] < state["best_val"]:
                         state["best_val"] = row["val/loss"]
                         state["best_step"] = step
@@ -461,9 +365,8 @@ def train(
                 metrics.write(row)
                 tracker.log(row, step)
                 reporter.update(step, row)
-                state["acc"] = _zero_acc()
-                if fast_step is not None:
-                    fast_step.reset_sums()
+                state["acc"] = zero_sums(loss.terms)
+                train_step.reset()
                 t_log = time.perf_counter()
             else:
                 reporter.update(step, {})
@@ -489,52 +392,21 @@ def train(
             or f"interrupted mid-step, nothing saved; the last checkpoint is {_last_checkpoint(paths)}"
         )
         raise
-    except NumericalFault:
-        tracker.finish()
+    except BaseException:
+        tracker.finish(exit_code=1)
         raise
     finally:
         interrupt.restore()
         reporter.finish()
-
-    summary = finish_run(model, spec, variant, seed, paths, dev, tracker, state)
-    tracker.finish()
-    return RunResult(run_dir, "finished", summary, wall_s=time.perf_counter() - started)
+    return RunResult(run_dir, "trained", wall_s=time.perf_counter() - started, tracker=tracker)
 
 
-def finish_run(
-    model: VAE,
-    spec: RunSpec,
-    variant: Variant,
-    seed: int,
-    paths: RunPaths,
-    dev: torch.device,
-    tracker: Tracker,
-    state: dict[str, Any],
-) -> dict[str, Any]:
-    """Figures, the final evaluation, the summary and the done marker, once training reached its last step.
-
-    Figures show the final (in-memory) model; the evaluation (when eval.at_end) is of checkpoints/best.pt,
-    the model the run's headline numbers are about, with the spec's eval settings. It runs before the
-    summary and DONE, so a finished run always has its "<split>/..." keys in summary.json, and a run
-    whose evaluation failed is resumed (straight to this function) by rerunning.
-    """
-    # Imported here: vaebench.evaluate imports this module.
-    from vaebench.evaluate import evaluate_run
-
-    model.eval()
-    test_set = datasets.build_dataset(spec.data, "test")
-    images = to_float(next(eval_batches(test_set, 16)), dev)
-    figures = standard_figures(model, images, paths.figures, seed=seed)
-    tracker.log_images(figures, state["step"])
-    if spec.eval.at_end:
-        # last.pt only if no validation ever gave a finite loss (then best.pt was never written)
-        which = "best" if paths.best.exists() else "last"
-        evaluate_run(paths.root, checkpoint=which, device=dev, tracker=tracker, tracker_step=state["step"])
-    summary = training_summary(run_document(variant, seed), state, MetricsLog.read(paths.metrics))
-    update_summary(paths.summary, summary)
-    tracker.summary_update(summary)
-    atomic_write_text(paths.done, datetime.now(timezone.utc).isoformat())
-    return read_json(paths.summary)
+def scheduled(step: int, spec: RunSpec, total: int) -> tuple[bool, bool, bool]:
+    """(validate, log, checkpoint) after `step` steps: the loop's schedule, also used when resuming."""
+    validate_now = step % spec.train.val_every == 0 or step == total
+    log_now = validate_now or step % spec.train.log_every == 0
+    checkpoint_now = step % spec.train.checkpoint_every == 0 or step == total
+    return validate_now, log_now, checkpoint_now
 
 
 # ----------------------------------------------------------------------------- resuming a run folder
@@ -592,13 +464,13 @@ def _repair_damaged_metrics(paths: RunPaths, ckpt: dict[str, Any] | None, report
     reporter.message(message)
 
 
-def _logs_row_at(step: int, spec: RunSpec, total: int) -> bool:
-    """Whether the loop writes a metrics row at `step` (the loop's log_now)."""
-    return step % spec.train.val_every == 0 or step == total or step % spec.train.log_every == 0
-
-
 def resume_checkpoint(
-    paths: RunPaths, spec: RunSpec, total: int, checkpoints: RunCheckpoints, reporter: Reporter
+    paths: RunPaths,
+    spec: RunSpec,
+    total: int,
+    checkpoints: RunCheckpoints,
+    reporter: Reporter,
+    terms: tuple[str, ...],
 ) -> dict[str, Any] | None:
     """The checkpoint a run resumes from (see `RunCheckpoints.resume`), or None to start at step 0.
 
@@ -628,8 +500,8 @@ def resume_checkpoint(
         return None
     ckpt = found[0]
     _repair_damaged_metrics(paths, ckpt, reporter)
-    if _logs_row_at(ckpt["loop"]["step"], spec, total):
-        ckpt["loop"]["acc"] = _zero_acc()
+    if scheduled(ckpt["loop"]["step"], spec, total)[1]:
+        ckpt["loop"]["acc"] = zero_sums(terms)
     return ckpt
 
 
@@ -648,44 +520,20 @@ def _last_logged_step(paths: RunPaths) -> int:
     return step
 
 
-def training_summary(
-    document: dict[str, Any], loop: dict[str, Any], rows: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """summary.json's training keys: the run's names, last and best step, the last train/ and val/ values.
-
-    document: spec.yaml's (`run_document`); loop: the trainer's state at the last step; rows: metrics.jsonl.
-    """
-    last_val = next((r for r in reversed(rows) if "val/loss" in r), {})
-    return {
-        "experiment": document["experiment"],
-        "variant": document["variant"],
-        "seed": document["seed"],
-        "step": loop["step"],
-        "best_step": loop.get("best_step"),
-        "best/val_loss": loop["best_val"],
-        **{k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("train/")},
-        **{k: v for k, v in last_val.items() if k.startswith("val/")},
-    }
-
-
-def _zero_acc() -> dict[str, float]:
-    return {"n": 0, "loss": 0.0, "recon": 0.0, "kl": 0.0, "perceptual": 0.0}
-
-
 def _last_checkpoint(paths: RunPaths) -> str:
     return f"{paths.last} (step {_ckpt_step(paths.last)})" if paths.last.exists() else "none yet"
 
 
-def _settle_fast_step(
-    fast_step: Any, state: dict[str, Any], spec: RunSpec, reporter: Reporter, paths: RunPaths
+def _settle(
+    train_step: TrainStep, state: dict[str, Any], spec: RunSpec, reporter: Reporter, paths: RunPaths
 ) -> float:
-    """Read the fast path's device counters into `state` (the loop's one host sync); the last grad norm.
+    """Read the step's counters into `state` (the fast path's one host sync); the last gradient norm.
 
-    Raises NumericalFault when more than train.skip_bad_batches steps were non-finite: the fast path has
-    skipped their updates on the device, and this read comes before the row and checkpoint of this step,
-    so no metrics row or checkpoint after the first step beyond the allowance is ever written.
+    Raises NumericalFault when more than train.skip_bad_batches steps were non-finite: their updates
+    were skipped, and this read comes before the row and checkpoint of this step, so no metrics row or
+    checkpoint after the first step beyond the allowance is ever written.
     """
-    counts = fast_step.read()
+    counts = train_step.read()
     state["acc"] = counts.sums
     state["skipped_batches"] = counts.skipped
     if counts.fault_step is not None:

@@ -7,26 +7,22 @@ The encoder ends in a Flatten + Linear, not global average pooling: pooling woul
 things are in the image, which a 64x64 face VAE cannot afford. The decoder mirrors it.
 
 The decoder's observation model p(x|z) is chosen by `spec.decoder.kind` once, at construction, as a
-small pixel-scale head; the rest of the code (losses, evaluation) only ever sees (mean, log_scale).
+small pixel-scale head (`vaebench.decoders`), which also owns the log-likelihood (`VAE.log_prob`);
+the rest of the code (objectives, evaluation) only ever sees (mean, log_scale) and that method.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from vaebench.blocks import ConvNormAct, Downsample, ResidualBottleneck, Upsample
+from vaebench.decoders import build_head
 from vaebench.errors import UserError
-from vaebench.spec import (
-    IsotropicDecoderSpec,
-    ModelSpec,
-    SigmaVAEDecoderSpec,
-    VarianceDecoderSpec,
-)
+from vaebench.spec import ModelSpec
 
 
 class VAEOutput(NamedTuple):
@@ -37,75 +33,6 @@ class VAEOutput(NamedTuple):
     mu: Tensor  # (B, L) posterior mean
     logvar: Tensor  # (B, L) posterior log-variance
     z: Tensor  # (B, L) reparameterised sample from q(z|x)
-
-
-# ----------------------------------------------------------------------------- pixel-scale heads
-
-
-class IsotropicHead(nn.Module):
-    """p(x|z) = N(mean, sigma^2 I) with a fixed sigma: log_scale is the constant ln sigma (a buffer)."""
-
-    extra_channels = 0
-
-    def __init__(self, spec: IsotropicDecoderSpec) -> None:
-        super().__init__()
-        self.register_buffer("log_sigma", torch.tensor(math.log(spec.sigma)).view(1, 1, 1, 1))
-
-    def forward(self, raw: Tensor) -> tuple[Tensor, Tensor]:
-        # raw: (B, 3, H, W) logits of the mean
-        return torch.sigmoid(raw), self.log_sigma
-
-
-class VarianceHead(nn.Module):
-    """p(x|z) = N(mean, diag sigma^2(z)): the decoder's 3 extra channels are a per-pixel log-variance.
-
-    The log-variance is bounded to [logvar_min, logvar_max]: 'soft' squashes with a sigmoid (gradients
-    everywhere), 'hard' clamps (zero gradient outside the bounds). An unbounded variance decoder can
-    drive sigma -> 0 on a few pixels and the likelihood -> infinity.
-    """
-
-    extra_channels = 3
-
-    def __init__(self, spec: VarianceDecoderSpec) -> None:
-        super().__init__()
-        self.logvar_min = spec.logvar_min
-        self.logvar_max = spec.logvar_max
-        self.soft = spec.bound == "soft"
-
-    def forward(self, raw: Tensor) -> tuple[Tensor, Tensor]:
-        # raw: (B, 6, H, W) = mean logits (3) and unbounded log-variances (3)
-        mean_logits, raw_logvar = raw.chunk(2, dim=1)
-        if self.soft:
-            logvar = self.logvar_min + (self.logvar_max - self.logvar_min) * torch.sigmoid(raw_logvar)
-        else:
-            logvar = raw_logvar.clamp(self.logvar_min, self.logvar_max)
-        return torch.sigmoid(mean_logits), logvar / 2  # (B, 3, H, W) each; ln sigma = logvar / 2
-
-
-class SigmaVAEHead(nn.Module):
-    """sigma-VAE (Rybkin et al. 2021): one learned ln sigma shared by all pixels, clamped below.
-
-    The clamp at `min_log_sigma` keeps the likelihood finite if reconstructions become (nearly)
-    perfect on a batch; below it the parameter gets no gradient.
-    """
-
-    extra_channels = 0
-
-    def __init__(self, spec: SigmaVAEDecoderSpec) -> None:
-        super().__init__()
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(spec.init_sigma)))
-        self.min_log_sigma = spec.min_log_sigma
-
-    def forward(self, raw: Tensor) -> tuple[Tensor, Tensor]:
-        # raw: (B, 3, H, W) logits of the mean
-        return torch.sigmoid(raw), self.log_sigma.clamp(min=self.min_log_sigma).view(1, 1, 1, 1)
-
-
-PIXEL_HEADS: dict[str, type[IsotropicHead | VarianceHead | SigmaVAEHead]] = {
-    "isotropic": IsotropicHead,
-    "variance": VarianceHead,
-    "sigma_vae": SigmaVAEHead,
-}
 
 
 # ----------------------------------------------------------------------------- encoder and decoder
@@ -162,7 +89,7 @@ class Decoder(nn.Module):
             ]
             levels.append(nn.Sequential(*blocks, Upsample(width, out_width, g)))
         self.levels = nn.Sequential(*levels)
-        self.head = PIXEL_HEADS[spec.decoder.kind](spec.decoder)
+        self.head = build_head(spec.decoder)
         self.to_pixels = nn.Conv2d(spec.stem_channels, 3 + self.head.extra_channels, 3, padding=1)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -201,6 +128,12 @@ class VAE(nn.Module):
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """z (B, L) -> (mean (B, 3, S, S) in [0, 1], log_scale = ln sigma broadcastable to mean)."""
         return self.decoder(z)
+
+    def log_prob(self, x: Tensor, mean: Tensor, log_scale: Tensor, likelihood: str = "discretized") -> Tensor:
+        """log p(x|z) of 8-bit images x (B, 3, S, S) in [0, 1] under the decoder's (mean, log_scale), nats
+        per image (B,): the head's own likelihood (`vaebench.decoders`), so a new observation model
+        changes training, validation and evaluation alike."""
+        return self.decoder.head.log_prob(x, mean, log_scale, likelihood)
 
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:

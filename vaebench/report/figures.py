@@ -19,10 +19,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from vaebench import data as datasets
 from vaebench.batches import eval_batches, to_float
+from vaebench.device import resolve_device
 from vaebench.errors import UserError
 from vaebench.evaluate import checkpoint_path, load_run_spec, load_trained_model
 from vaebench.figures import TEMPERATURES, interpolation_grid, reconstruction_grid, temperature_grid
-from vaebench.train import resolve_device
 from vaebench.vae import VAE
 
 PADDING = 2  # pixels between images in vaebench.figures grids (torchvision's save_image padding)
