@@ -36,7 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from vaebench.errors import UserError
 from vaebench.runfolder import RunLabels
-from vaebench.spec import RunSpec
+from vaebench.spec import RunSpec, shared_fields, tagged_sections
 from vaebench.yamlfile import Yaml12Loader, read_yaml_file
 
 Overrides = dict[str, Any]
@@ -90,9 +90,12 @@ def parse_overrides(items: Iterable[str]) -> Overrides:
 def apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Return a copy of the nested dict `tree` with dotted-key `overrides` applied.
 
-    `kind` keys are applied first: changing a tagged section's kind resets that section to
-    `{"kind": new}`, so the other overrides in the same set then fill the new kind's fields.
+    `kind` keys are applied first: changing a tagged section's kind (a section without `kind` is its
+    default kind) resets that section to `{"kind": new}` plus the fields every kind shares
+    (`shared_fields`: for `loss`, likelihood and the perceptual settings), so the other overrides in the
+    same set then fill the new kind's fields.
     """
+    tagged = tagged_sections()
     out = copy.deepcopy(tree)
     ordered = sorted(overrides.items(), key=lambda kv: not kv[0].endswith(".kind"))
     for dotted, value in ordered:
@@ -104,8 +107,12 @@ def apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
                 child = {}
                 node[part] = child
             node = child
-        if leaf == "kind" and node.get("kind", value) != value:
-            node.clear()
+        path = ".".join(parents)
+        default = tagged[path][0] if path in tagged else value
+        if leaf == "kind" and node.get("kind", default) != value:
+            keep = shared_fields(path)
+            for key in [k for k in node if k not in keep]:
+                del node[key]
         node[leaf] = copy.deepcopy(value)
     return out
 

@@ -279,3 +279,25 @@ class RunSpec(Section):
                 f"(data.train_size = {self.data.train_size}); lower the batch size or enlarge the split."
             )
         return self
+
+
+def tagged_sections() -> dict[str, tuple[str, list[type[Section]]]]:
+    """The spec's tagged sections by dotted path: (default kind, the section model of each kind)."""
+    return {
+        "data": ("synthetic", [SyntheticDataSpec, CelebADataSpec]),
+        "model.decoder": ("isotropic", [h.spec for h in DECODER_HEADS.values()]),
+        "loss": ("elbo", [o.spec for o in OBJECTIVES.values()]),
+    }
+
+
+def shared_fields(path: str) -> set[str]:
+    """The fields every kind of the tagged section at `path` has (besides `kind`): kept across a kind change.
+
+    For `loss` these are `ObjectiveSpec`'s (likelihood, perceptual_weight, ...): switching an experiment
+    from the ELBO to IWAE keeps its likelihood and perceptual settings and drops the ELBO's beta.
+    """
+    _, members = tagged_sections().get(path, ("", []))
+    if not members:
+        return set()
+    common = set.intersection(*(set(m.model_fields) for m in members))
+    return common - {"kind"}

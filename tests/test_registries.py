@@ -1,0 +1,77 @@
+"""What the registries promise: the spec, the CLI and the report derive from them, and the training
+loop, the fast path and evaluation import each other in one direction only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaebench.cli import RankChoice, evaluation_table
+from vaebench.decoders import DECODER_HEADS
+from vaebench.experiments import apply_overrides
+from vaebench.metrics import METRICS, report_metrics
+from vaebench.objectives import OBJECTIVES
+from vaebench.report.metrics import REPORT_METRICS
+from vaebench.spec import ModelSpec, RunSpec
+from vaebench.vae import build_model
+
+
+@pytest.mark.parametrize(
+    ("module", "must_not_load"),
+    [
+        ("vaebench.train", ["vaebench.fastpath", "vaebench.evaluate", "vaebench.runner"]),
+        ("vaebench.fastpath", ["vaebench.train", "vaebench.evaluate"]),
+        ("vaebench.evaluate", ["vaebench.train", "vaebench.fastpath"]),
+        ("vaebench.steps", ["vaebench.train", "vaebench.fastpath", "vaebench.evaluate"]),
+    ],
+)
+def test_training_fast_path_and_evaluation_do_not_import_each_other(
+    module: str, must_not_load: list[str]
+) -> None:
+    code = f"import sys, {module}; print([m for m in {must_not_load!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_rank_choices_and_report_columns_are_the_registrys_report_metrics() -> None:
+    keys = [m.key for m in report_metrics()]
+    assert [c.value for c in RankChoice] == keys == [m.key for m in REPORT_METRICS]
+    assert keys[:2] == ["bpd_elbo", "bpd_iw"]
+
+
+def test_the_evaluate_table_has_a_row_per_registered_scalar_metric() -> None:
+    metrics = {f"test/{k}": 1 for k in METRICS}
+    table = evaluation_table("test", [(Path("run"), metrics)])
+    rows = list(table.columns[0].cells)
+    assert rows == [m.row_label for m in sorted(METRICS.values(), key=lambda m: m.order) if m.fmt]
+    assert "bits/dim, IW bound" in rows
+
+
+@pytest.mark.parametrize("kind", sorted(DECODER_HEADS))
+def test_every_decoder_head_scores_images_through_its_own_log_prob(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = build_model(ModelSpec(stem_channels=4, channels=[8], latent_dim=4, blocks_per_level=0,
+                                  decoder={"kind": kind}), 16)  # fmt: skip
+    head = model.decoder.head
+    monkeypatch.setattr(head, "log_prob", lambda x, mean, log_scale, likelihood: torch.full((len(x),), -5.0))
+    x = torch.rand(3, 3, 16, 16)
+    mean, log_scale = model.decode(torch.zeros(3, 4))
+    assert torch.equal(model.log_prob(x, mean, log_scale, "discretized"), torch.full((3,), -5.0))
+
+
+def test_switching_a_loss_kind_keeps_the_shared_fields_and_drops_the_old_kinds() -> None:
+    base = {"loss": {"beta": 4.0, "likelihood": "continuous", "perceptual_weight": 2.0,
+                     "vgg_weights": "random"}}  # fmt: skip
+    for kind in sorted(set(OBJECTIVES) - {"elbo"}):
+        loss = RunSpec.model_validate(apply_overrides(base, {"loss.kind": kind})).loss
+        assert loss.kind == kind and loss.likelihood == "continuous" and loss.perceptual_weight == 2.0
+    same = RunSpec.model_validate(apply_overrides(base, {"loss.kind": "elbo"})).loss
+    assert same.beta == 4.0  # the default kind named explicitly changes nothing
+    decoder = apply_overrides({"model": {"decoder": {"sigma": 0.2}}}, {"model.decoder.kind": "variance"})
+    assert decoder["model"]["decoder"] == {"kind": "variance"}  # decoders share no fields
