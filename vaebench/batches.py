@@ -4,7 +4,7 @@ dataset order) and the uint8 -> float conversion.
 Resumption is exact because the order is a pure function of (seed, step): the permutation of an epoch
 depends on (seed, epoch) only, the flips of a step on (seed, step) only, and neither on an iterator's
 state. A run resumed at step s asks for the batches from s on and gets those an uninterrupted run got.
-The plain path (`vaebench.train`) and the fast path (`vaebench.fastpath`) use the same functions, so
+The plain path (`vaebench.steps`) and the fast path (`vaebench.fastpath`) use the same functions, so
 they train on the same images in the same order.
 """
 

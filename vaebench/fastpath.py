@@ -13,7 +13,7 @@ sync that drains the GPU's queue). Launches, the host and data loading bound it,
   sums and the finite check accumulate in a device tensor that the trainer reads (`read`) only when
   it logs, validates or checkpoints.
 
-Differences from the plain path in vaebench.train, all deliberate:
+Differences from the plain path (`vaebench.steps.PlainTrainStep`), all deliberate:
 - Non-finite steps. The update of a step whose loss or gradient norm is not finite is skipped on the
   device (fused Adam's `found_inf`, the mechanism AMP's GradScaler uses) and counted. The trainer learns
   of it at its next read, so the run stops there rather than at the step itself. The message names the
