@@ -7,8 +7,11 @@ dimension-wise KL, with the total correlation weighted apart.
 The aggregate posterior q(z) = (1/N) sum_n q(z|x_n) is estimated by minibatch-weighted sampling
 (the paper's eq. 9): for a sample z_i of image i in a batch of M,
 log q(z_i) ~ logsumexp_j log q(z_i|x_j) - log(N M), N the train split's size, and the same per
-dimension for the marginals q(z_id). All three terms are in nats per image, batch means; with
-alpha = beta = gamma = 1 their sum is a (biased) estimate of the ELBO's KL.
+dimension for the marginals q(z_id). All three terms are in nats per image, batch means; their
+sum is exactly the batch's sampled KL, log q(z|x) - log p(z), whatever N. Each term alone is biased
+by the sampling: with M << N, log q(z) and each log q(z_d) are underestimated by about log(N / M), so
+MI reads high and dimension-wise KL low (it can be negative on a short run). The weights, not the
+terms' sizes, are what beta-TCVAE compares.
 """
 
 from __future__ import annotations
