@@ -45,7 +45,7 @@ from vaebench.batches import epoch_order, flip_mask, train_batches
 from vaebench.objectives import TrainingLoss
 from vaebench.schedules import steps_per_epoch
 from vaebench.spec import RunSpec
-from vaebench.steps import Batches, Say, StepCounts, TrainStep
+from vaebench.steps import Say, StepCounts, TrainPath
 from vaebench.vae import VAE
 
 DEVICE_MEMORY_FRACTION = 0.5  # the split stays on the device if it takes at most this share of free memory
@@ -428,33 +428,19 @@ def _prepare_fused_state(optimizer: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
-class FastPath:
-    """The fast path as a `vaebench.steps.TrainPath`: device-resident batches, a compiled fused step."""
-
-    name = "fast"
-    fused_optimizer = True
-
-    def batches(
-        self, dataset: Dataset, spec: RunSpec, seed: int, start_step: int, device: torch.device, say: Say
-    ) -> Batches:
-        return DeviceBatches(
-            dataset, spec.train.batch_size, seed, flip=spec.data.flip, device=device,
-            start_step=start_step, workers=spec.data.num_workers, say=say,
-        )  # fmt: skip
-
-    def step(
-        self,
-        model: VAE,
-        optimizer: torch.optim.Optimizer,
-        spec: RunSpec,
-        device: torch.device,
-        loss: TrainingLoss,
-        state: dict,
-    ) -> TrainStep:
-        return FastTrainStep(model, optimizer, spec, device, loss, state=state)
-
-    def validation_batch_size(self, spec: RunSpec, device: torch.device) -> int | None:
-        return validation_batch_size(spec, device)
+def _device_batches(
+    dataset: Dataset, spec: RunSpec, seed: int, start_step: int, device: torch.device, say: Say
+) -> DeviceBatches:
+    return DeviceBatches(
+        dataset, spec.train.batch_size, seed, flip=spec.data.flip, device=device,
+        start_step=start_step, workers=spec.data.num_workers, say=say,
+    )  # fmt: skip
 
 
-FAST = FastPath()
+FAST = TrainPath(
+    "fast",  # device-resident batches and a compiled step with a fused optimizer (see the module docstring)
+    fused_optimizer=True,
+    batches=_device_batches,
+    step=FastTrainStep,
+    validation_batch_size=validation_batch_size,
+)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -59,27 +60,20 @@ class TrainStep(Protocol):
     def reset(self) -> None: ...
 
 
-class TrainPath(Protocol):
-    """How a run's steps run: the batches, the step, the optimizer kind and the validation batch."""
+@dataclass(frozen=True)
+class TrainPath:
+    """How a run's steps run: where its batches come from, which step, the optimizer and validation batch.
+
+    batches(dataset, spec, seed, start_step, device, say) -> Batches;
+    step(model, optimizer, spec, device, loss, state=loop state) -> TrainStep;
+    validation_batch_size(spec, device) -> images per validation forward pass (None: train.batch_size).
+    """
 
     name: str
     fused_optimizer: bool | None  # build_optimizer's `fused` (None: fused on CUDA only)
-
-    def batches(
-        self, dataset: Dataset, spec: RunSpec, seed: int, start_step: int, device: torch.device, say: Say
-    ) -> Batches: ...
-
-    def step(
-        self,
-        model: VAE,
-        optimizer: torch.optim.Optimizer,
-        spec: RunSpec,
-        device: torch.device,
-        loss: TrainingLoss,
-        state: dict[str, Any],
-    ) -> TrainStep: ...
-
-    def validation_batch_size(self, spec: RunSpec, device: torch.device) -> int | None: ...
+    batches: Callable[[Dataset, RunSpec, int, int, torch.device, Say], Batches]
+    step: Callable[..., TrainStep]
+    validation_batch_size: Callable[[RunSpec, torch.device], int | None] = lambda spec, device: None
 
 
 def zero_sums(terms: tuple[str, ...]) -> dict[str, float]:
@@ -136,6 +130,7 @@ class PlainTrainStep:
         spec: RunSpec,
         device: torch.device,
         loss: TrainingLoss,
+        *,
         state: dict[str, Any],
     ) -> None:
         self.model, self.optimizer, self.device, self.loss = model, optimizer, device, loss
@@ -191,30 +186,9 @@ class PlainTrainStep:
         self.sums = zero_sums(self.loss.terms)
 
 
-class PlainPath:
-    """Eager steps, batches gathered on the host: the default on CPU; bit-identical when resumed."""
-
-    name = "plain"
-    fused_optimizer = None
-
-    def batches(
-        self, dataset: Dataset, spec: RunSpec, seed: int, start_step: int, device: torch.device, say: Say
-    ) -> Batches:
-        return HostBatches(dataset, spec, seed, start_step)
-
-    def step(
-        self,
-        model: VAE,
-        optimizer: torch.optim.Optimizer,
-        spec: RunSpec,
-        device: torch.device,
-        loss: TrainingLoss,
-        state: dict[str, Any],
-    ) -> TrainStep:
-        return PlainTrainStep(model, optimizer, spec, device, loss, state)
-
-    def validation_batch_size(self, spec: RunSpec, device: torch.device) -> int | None:
-        return None
-
-
-PLAIN = PlainPath()
+PLAIN = TrainPath(
+    "plain",  # eager steps, batches gathered on the host: the default on CPU; bit-identical when resumed
+    fused_optimizer=None,
+    batches=lambda dataset, spec, seed, start_step, device, say: HostBatches(dataset, spec, seed, start_step),
+    step=PlainTrainStep,
+)

@@ -298,7 +298,7 @@ def train(
     )
 
     batches = path.batches(train_set, spec, seed, state["step"], dev, reporter.message)
-    train_step = path.step(model, optimizer, spec, dev, loss, state)
+    train_step = path.step(model, optimizer, spec, dev, loss, state=state)
     val_batch_size = path.validation_batch_size(spec, dev)
     dims = 3 * spec.data.image_size**2
     beta = getattr(spec.loss, "beta", 1.0)  # the annealed beta logged as train/beta, for objectives with one
