@@ -6,7 +6,8 @@ The output folder (default reports/<experiment>/) holds::
     tables/                      runs.csv and curves.csv (tidy, every run), and variants, effects,
                                  spec_differences, environment (and attention, if a run needs it)
                                  each as .csv (numbers), .md and .tex (booktabs)
-    plots/                       curves, bits_per_dim, effects, latent_usage, beta_sweep: .png and .pdf
+    plots/                       every registered plot (`vaebench.report.plots`): curves, bits_per_dim,
+                                 effects, latent_usage, beta_sweep, ...: .png and .pdf
     figures/<variant>/           reconstructions, interpolation, temperature, curves: .png and .pdf
     .vaebench-report             marks the folder as a report, so regenerating may replace it
 
@@ -29,15 +30,9 @@ from vaebench.errors import UserError
 from vaebench.report import render
 from vaebench.report.load import RunSet, load_runs
 from vaebench.report.metrics import REPORT_METRICS, metric
-from vaebench.report.plots import (
-    plot_axis_effects,
-    plot_beta_sweep,
-    plot_bits_per_dim,
-    plot_latent_usage,
-    plot_run_curves,
-    plot_training_curves,
-    variant_palette,
-)
+from vaebench.report.plots import PlotContext, registered, variant_palette
+from vaebench.report.plots.registry import CURVES, EFFECTS, LATENT, RESULTS, SECTIONS
+from vaebench.report.plots.run_curves import plot_run_curves
 from vaebench.report.tables import (
     attention_table,
     axis_effects,
@@ -183,6 +178,7 @@ def build_report(
     device: str = "cpu",
     console: Console | None = None,
     force: bool = False,
+    group_by: str | None = None,
 ) -> Path:
     """Write the report of one experiment's runs and return its folder.
 
@@ -192,7 +188,8 @@ def build_report(
     orders the variant table and picks each variant's best run; figure_runs: run folders to draw the
     write-up figures from instead of each variant's best; figures: False skips them (no checkpoints
     are read); console: where the loading progress bar goes (None: no bar); force: replace a report
-    in `out` made from other runs.
+    in `out` made from other runs; group_by: the axis whose levels colour the training curves (default:
+    the axis with the most levels; "variant": one colour per variant).
     """
     if rank_by not in {m.key for m in REPORT_METRICS}:
         choices = ", ".join(m.key for m in REPORT_METRICS)
@@ -256,17 +253,19 @@ def build_report(
             tables_dir, "environment", environment, environment, "Environment of each variant's runs."
         )
 
-    # Plots
+    # Plots: every registered plot, into the section it names
     palette = variant_palette(rs.variants)
-    plots = {
-        "bits_per_dim": plot_bits_per_dim(rs, palette, plots_dir / "bits_per_dim"),
-        "effects": plot_axis_effects(
-            effects, [m for m in REPORT_METRICS if m.key not in flags], plots_dir / "effects"
-        ),
-        "curves": plot_training_curves(rs, palette, plots_dir / "curves"),
-        "latent_usage": plot_latent_usage(rs, palette, plots_dir / "latent_usage"),
-        "beta_sweep": plot_beta_sweep(rs, palette, plots_dir / "beta_sweep"),
-    }
+    ctx = PlotContext(
+        runs=rs,
+        palette=palette,
+        order=list(variants["variant"]),
+        ranks={str(r.variant): int(r.rank) for r in variants.itertuples() if pd.notna(r.rank)},
+        rank_by=by,
+        effects=effects,
+        metrics=[m for m in REPORT_METRICS if m.key not in flags],
+        group_by=group_by,
+    )
+    plots = draw_plots(ctx, plots_dir, out)
 
     # Write-up figures
     writeup: list[render.Block] = []
@@ -290,6 +289,29 @@ def build_report(
 # ----------------------------------------------------------------------------- the document
 
 
+def draw_plots(ctx: PlotContext, plots_dir: Path, out: Path) -> dict[str, list[render.Block]]:
+    """Draw every registered plot into plots/<name>.png/.pdf: per section, the blocks that show them
+    (the image with its caption, or the plot's `missing` text when it had nothing to draw)."""
+    sections: dict[str, list[render.Block]] = {section: [] for section in SECTIONS}
+    for entry in registered():
+        paths = entry.draw(ctx, plots_dir / entry.name)
+        blocks = sections.setdefault(entry.section, [])
+        if paths:
+            blocks += _image(paths, out, entry.caption_for(ctx))
+        elif entry.missing:
+            blocks.append(render.Text(entry.missing))
+    return sections
+
+
+def _extra_sections(plots: dict[str, list[render.Block]]) -> list[render.Block]:
+    """Sections that only registered plots name: a heading each, after the report's own sections."""
+    blocks: list[render.Block] = []
+    for section, shown in plots.items():
+        if section not in SECTIONS and shown:
+            blocks += [render.Heading(section), *shown]
+    return blocks
+
+
 def _image(paths: list[Path] | None, out: Path, caption: str, pixelated: bool = False) -> list[render.Block]:
     if not paths:
         return []
@@ -306,7 +328,7 @@ def _document(
     spec_diff: pd.DataFrame,
     shared: pd.DataFrame,
     environment: pd.DataFrame,
-    plots: dict[str, list[Path] | None],
+    plots: dict[str, list[render.Block]],
     by: Any,
     flags: dict[str, str],
 ) -> list[render.Block]:
@@ -332,7 +354,7 @@ def _document(
 
     direction = {True: "higher is better", False: "lower is better", None: ""}[by.higher_is_better]
     blocks += [
-        render.Heading("Results by variant"),
+        render.Heading(RESULTS),
         render.Text(
             f"Mean ± standard deviation over seeds (n = finished runs; a single run shows its value), "
             f"ranked by {by.label} ({direction}). Bits/dim are per dimension of the 8-bit images; KL and "
@@ -340,10 +362,10 @@ def _document(
             "its batch size."
         ),
         render.Table(variants_text) if len(variants_text) else render.Text("No run has finished yet."),
-        *_image(plots["bits_per_dim"], out, "Bits/dim by variant: dots are seeds, diamonds mean ± 1 sd."),
+        *plots[RESULTS],
     ]
 
-    blocks.append(render.Heading("Effect of each ablation axis"))
+    blocks.append(render.Heading(EFFECTS))
     if effects_text.empty:
         blocks.append(
             render.Text("No axis has two levels with finished runs, so there are no effects to show.")
@@ -362,24 +384,12 @@ def _document(
             ),
             render.Table(effects_text),
             *(render.Text(f"Not an effect: {metric(key).label} is {why}.") for key, why in flags.items()),
-            *_image(plots["effects"], out, "Axis effects: mean paired difference with its 95% interval."),
         ]
+    blocks += plots[EFFECTS]
 
-    blocks.append(render.Heading("Training curves"))
-    blocks += _image(plots["curves"], out, "Mean over seeds; band ±1 sd (none for a single seed).") or [
-        render.Text("No finished run logged training metrics.")
-    ]
-
-    blocks.append(render.Heading("Latent usage"))
-    blocks += _image(
-        plots["latent_usage"],
-        out,
-        "Top: KL per latent dimension, dimensions sorted by KL; the red bar marks the number of active "
-        "units. Bottom: posterior-mean variance per dimension against the active-unit threshold.",
-    ) or [render.Text("No per-dimension statistics: evaluate the runs (`vaebench evaluate`).")]
-    blocks += _image(
-        plots["beta_sweep"], out, "Active units, KL and MI against β; grey lines join the means."
-    )
+    blocks += [render.Heading(CURVES), *plots[CURVES]]
+    blocks += [render.Heading(LATENT), *plots[LATENT]]
+    blocks += _extra_sections(plots)
     return blocks
 
 

@@ -1,0 +1,112 @@
+"""The report stays readable at 16 variants x seeds, and a plot is one registry entry (issues 11, 13).
+
+Run folders are constructed (no training) with `make_run` from test_report.py: a 2 x 2 x 2 x 2 grid
+of 16 long-named variants with 2 seeds, whose numbers are chosen so that ties and sparse validation
+curves are known in advance.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+
+from test_report import make_run
+from vaebench.report import build_report
+from vaebench.report.plots import discover, registry
+from vaebench.report.plots.registry import CURVES, PlotContext, plot, save, style
+
+
+def _section(markdown: str, heading: str) -> str:
+    """The text of one level-2 section of report.md."""
+    start = markdown.index(f"## {heading}\n")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end != -1 else None]
+
+
+@pytest.fixture
+def two_variants(tmp_path: Path) -> Path:
+    for decoder, bpd in (("isotropic", 5.0), ("variance", 4.5)):
+        for seed in (0, 1):
+            make_run(tmp_path / "runs", f"decoder-{decoder}", seed, {"decoder": decoder}, {"bpd_elbo": bpd})
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def own_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, registry.Plot]:
+    """A copy of the registry for this test, so that plots registered here do not leak into others."""
+    plots = dict(registry.PLOTS)
+    monkeypatch.setattr(registry, "PLOTS", plots)
+    return plots
+
+
+# ----------------------------------------------------------------------------- the plot registry
+
+
+def test_a_registered_plot_is_drawn_and_shown_in_its_section_with_its_caption(
+    two_variants: Path, tmp_path: Path, own_registry: dict[str, registry.Plot]
+) -> None:
+    @plot(name="toy", section=CURVES, caption="A toy plot of the number of runs.")
+    def toy(ctx: PlotContext, stem: Path) -> list[Path]:
+        with style():
+            fig = Figure(figsize=(3, 2))
+            fig.subplots().bar(["runs"], [len(ctx.runs.finished)])
+            return save(fig, stem)
+
+    @plot(name="toy_elsewhere", section="Toy section", caption="A plot in a section of its own.")
+    def toy_elsewhere(ctx: PlotContext, stem: Path) -> list[Path]:
+        return toy(ctx, stem)
+
+    @plot(name="nothing", section=CURVES, caption="never shown", missing="The toy had nothing to draw.")
+    def nothing(ctx: PlotContext, stem: Path) -> None:
+        return None
+
+    out = build_report([two_variants], out=tmp_path / "report", figures=False)
+
+    assert (out / "plots" / "toy.png").is_file() and (out / "plots" / "toy.pdf").is_file()
+    markdown = (out / "report.md").read_text()
+    curves = _section(markdown, "Training curves")
+    assert "![A toy plot of the number of runs.](plots/toy.png)" in curves
+    assert "The toy had nothing to draw." in curves and "never shown" not in markdown
+    assert "![A plot in a section of its own.](plots/toy_elsewhere.png)" in _section(markdown, "Toy section")
+    html = (out / "report.html").read_text()
+    assert "<figcaption>A toy plot of the number of runs.</figcaption>" in html
+    assert '<a href="#toy-section">Toy section</a>' in html  # in the table of contents
+
+
+def test_a_plot_module_dropped_into_the_package_is_discovered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_registry: dict[str, registry.Plot]
+) -> None:
+    """Adding a plot is one new file: `discover` imports every module on the package's path."""
+    import vaebench.report.plots as package
+
+    folder = tmp_path / "more_plots"
+    folder.mkdir()
+    (folder / "my_new_plot.py").write_text(
+        textwrap.dedent(
+            """
+            from vaebench.report.plots.registry import RESULTS, plot
+
+            @plot(name="my_new_plot", section=RESULTS, caption="Mine.")
+            def draw(ctx, stem):
+                return None
+            """
+        )
+    )
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(folder)])
+    monkeypatch.delitem(sys.modules, "vaebench.report.plots.my_new_plot", raising=False)
+
+    assert "my_new_plot" in discover()
+
+    assert own_registry["my_new_plot"].section == "Results by variant"
+    sys.modules.pop("vaebench.report.plots.my_new_plot", None)
+
+
+def test_the_built_in_plots_are_registered_under_their_file_names() -> None:
+    assert {"curves", "bits_per_dim", "effects", "latent_usage", "beta_sweep"} <= set(registry.PLOTS)
+    sections = {p.name: p.section for p in registry.PLOTS.values()}
+    assert sections["bits_per_dim"] == "Results by variant" and sections["curves"] == "Training curves"
+    assert [p.name for p in registry.registered("Latent usage")][:2] == ["latent_usage", "beta_sweep"]
