@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
@@ -32,6 +33,18 @@ def two_variants(tmp_path: Path) -> Path:
     for decoder, bpd in (("isotropic", 5.0), ("variance", 4.5)):
         for seed in (0, 1):
             make_run(tmp_path / "runs", f"decoder-{decoder}", seed, {"decoder": decoder}, {"bpd_elbo": bpd})
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def grid_runs_2x2(tmp_path: Path) -> Path:
+    """decoder x beta, 2 seeds: bits/dim 5.0 + 0.5 (variance) + 0.1 (beta 4) + 0.01 * seed."""
+    for decoder in ("isotropic", "variance"):
+        for beta in ("1", "4"):
+            for seed in (0, 1):
+                bpd = 5.0 + 0.5 * (decoder == "variance") + 0.1 * (beta == "4") + 0.01 * seed
+                axes = {"decoder": decoder, "beta": beta}
+                make_run(tmp_path / "runs", f"decoder-{decoder}_beta-{beta}", seed, axes, {"bpd_elbo": bpd})
     return tmp_path / "runs"
 
 
@@ -110,3 +123,17 @@ def test_the_built_in_plots_are_registered_under_their_file_names() -> None:
     sections = {p.name: p.section for p in registry.PLOTS.values()}
     assert sections["bits_per_dim"] == "Results by variant" and sections["curves"] == "Training curves"
     assert [p.name for p in registry.registered("Latent usage")][:2] == ["latent_usage", "beta_sweep"]
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def test_curves_csv_carries_one_column_per_axis_like_runs_csv(grid_runs_2x2: Path, tmp_path: Path) -> None:
+    out = build_report([grid_runs_2x2], out=tmp_path / "report", figures=False)
+    curves = pd.read_csv(out / "tables" / "curves.csv", dtype={"beta": str})
+    assert list(curves.columns) == ["run", "variant", "seed", "decoder", "beta", "step", "metric", "value"]
+    row = curves[(curves["variant"] == "decoder-variance_beta-4") & (curves["seed"] == 1)].iloc[0]
+    assert (row["decoder"], row["beta"]) == ("variance", "4")
+    runs = pd.read_csv(out / "tables" / "runs.csv", dtype={"beta": str}).set_index("run")
+    levels = runs.loc[curves["run"], ["decoder", "beta"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(levels, curves[["decoder", "beta"]])

@@ -76,7 +76,7 @@ class RunSet:
     source: str  # where the runs came from, for the report's first line
     records: list[RunRecord]
     runs: pd.DataFrame  # one row per run (every status); axes and metrics as columns
-    curves: pd.DataFrame  # long: run, variant, seed, step, metric, value (every run with a metrics log)
+    curves: pd.DataFrame  # long: run, variant, seed, <axes>, step, metric, value (every run with a log)
     axes: list[str]  # axis columns of `runs`, in the experiment's order
     levels: dict[str, list[str]]  # axis column -> levels, the first being the reference of axis effects
     variants: list[str]  # variant names in the experiment's order
@@ -272,7 +272,8 @@ def _axis_column(axis: str) -> str:
     """The runs-table column of an axis; the axis "variant" (explicit variant lists) is the variant column."""
     if axis == "variant":
         return axis
-    return f"{axis} (axis)" if axis in RUN_COLUMNS or axis == "eval_split" else axis
+    taken = (*RUN_COLUMNS, "eval_split", "step", "metric", "value")  # columns of runs.csv and curves.csv
+    return f"{axis} (axis)" if axis in taken else axis
 
 
 def run_row(rec: RunRecord, axis_columns: dict[str, str]) -> dict[str, Any]:
@@ -320,6 +321,17 @@ def curves_table(records: Iterable[RunRecord]) -> pd.DataFrame:
                 value = math.nan if value is None else float(value)
                 rows.append((rec.run, rec.variant, rec.seed, step, key, value))
     return pd.DataFrame(rows, columns=["run", "variant", "seed", "step", "metric", "value"])
+
+
+def with_axis_columns(curves: pd.DataFrame, runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """`curves` with one column per axis (the run's level) after run, variant and seed, as in runs.csv,
+    so that tables/curves.csv can be filtered and grouped by axis level without joining runs.csv."""
+    extra = [a for a in axes if a not in curves.columns]
+    if not extra:
+        return curves
+    levels = runs.drop_duplicates("run").set_index("run")[extra]
+    joined = curves.join(levels, on="run")
+    return joined[["run", "variant", "seed", *extra, "step", "metric", "value"]]
 
 
 def make_run_set(records: list[RunRecord], experiment: str | None, source: str) -> RunSet:
@@ -380,6 +392,7 @@ def make_run_set(records: list[RunRecord], experiment: str | None, source: str) 
 
     rows = [run_row(r, axis_columns) for r in records]
     runs = pd.DataFrame(rows)
+    curves = with_axis_columns(curves_table(records), runs, list(axis_columns.values()))
     order = {name: i for i, name in enumerate(ordered)}
     runs = (
         runs.assign(_order=runs["variant"].map(order).fillna(len(order)))
@@ -392,7 +405,7 @@ def make_run_set(records: list[RunRecord], experiment: str | None, source: str) 
         source=source,
         records=records,
         runs=runs,
-        curves=curves_table(records),
+        curves=curves,
         axes=list(axis_columns.values()),
         levels=levels,
         variants=ordered,
