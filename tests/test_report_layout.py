@@ -137,3 +137,32 @@ def test_curves_csv_carries_one_column_per_axis_like_runs_csv(grid_runs_2x2: Pat
     runs = pd.read_csv(out / "tables" / "runs.csv", dtype={"beta": str}).set_index("run")
     levels = runs.loc[curves["run"], ["decoder", "beta"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(levels, curves[["decoder", "beta"]])
+
+
+# ----------------------------------------------------------------------------- run status
+
+
+def test_a_run_trained_to_its_last_step_without_done_is_evaluating_not_stopped(tmp_path: Path) -> None:
+    """Training logs its last step, then evaluates, then writes DONE: in between, the run is not a
+    stopped run to resume but one in (or interrupted in) its final evaluation."""
+    rows = [{"step": s, "train/loss": 10.0 - s, "epoch": s / 4} for s in (4, 8)]
+    axes = {"variant": "a"}
+    spec = {"train": {"steps": 8}}
+    make_run(tmp_path / "runs", "a", 0, axes, {}, spec=spec, curves=rows, done=False)
+    make_run(tmp_path / "runs", "a", 1, axes, {}, spec=spec, curves=rows[:1], done=False)
+    by_epochs = {"train": {"epochs": 2.0}}
+    make_run(tmp_path / "runs", "a", 2, axes, {}, spec=by_epochs, curves=rows, done=False)
+
+    out = build_report([tmp_path / "runs"], out=tmp_path / "report", figures=False)
+
+    runs = pd.read_csv(out / "tables" / "runs.csv").set_index("seed")
+    assert runs.loc[0, "status"] == "evaluating"
+    assert runs.loc[0, "reason"] == (
+        "trained to its last step (8 of 8), no DONE marker yet: evaluating (or the evaluation was "
+        "interrupted: rerun `vaebench run` to finish it)"
+    )
+    assert runs.loc[2, "status"] == "evaluating"  # 2 epochs of 4 steps: epoch 2.0 logged
+    assert runs.loc[1, "status"] == "unfinished" and "stopped at step 4 of 8" in runs.loc[1, "reason"]
+    report = (out / "report.md").read_text()
+    assert "3 runs (2 evaluating, 1 unfinished)" in report
+    assert '<td class="status-evaluating">evaluating</td>' in (out / "report.html").read_text()

@@ -5,6 +5,8 @@ checkpoints/, or is named seed<k>) becomes a `RunRecord` with a status, so that 
 silently and nothing crashes the report:
 
     finished    DONE marker present and the files readable (metrics may still be missing: not evaluated)
+    evaluating  no DONE marker, but training logged its last step: the final evaluation is running, or
+                was interrupted (rerunning `vaebench run` goes straight to it)
     unfinished  no DONE marker: training stopped (Ctrl-C, a crash, a non-finite loss) or is still going
     diverged    a logged loss or evaluated bound is non-finite (null in the JSON files)
     broken      spec.yaml missing or unreadable, or a JSON file corrupt
@@ -32,7 +34,7 @@ from vaebench.errors import UserError
 from vaebench.experiments import load_experiment
 from vaebench.runfolder import RunPaths, read_json, read_metrics, read_run_document
 
-Status = Literal["finished", "unfinished", "diverged", "broken", "replaced"]
+Status = Literal["finished", "evaluating", "unfinished", "diverged", "broken", "replaced"]
 
 # Columns of the runs table that are not axes; an axis with one of these names gets " (axis)" appended.
 RUN_COLUMNS = ("run", "label", "experiment", "variant", "seed", "status", "reason")
@@ -200,6 +202,24 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def training_complete(record: RunRecord) -> bool:
+    """Whether the metrics log reached the run's last step (train.steps, or train.epochs passes).
+
+    Training logs a row at its last step before it checkpoints and evaluates, so a run without DONE
+    whose log reached that step is in (or was stopped in) its final evaluation, not half trained.
+    """
+    if not record.curves:
+        return False
+    last = record.curves[-1]
+    train = (record.spec or {}).get("train") or {}
+    steps, epochs = train.get("steps"), train.get("epochs")
+    if isinstance(steps, int) and isinstance(last.get("step"), int):
+        return last["step"] >= steps
+    if _finite(epochs) and _finite(last.get("epoch")):
+        return last["epoch"] >= epochs * (1 - 1e-9)
+    return False
+
+
 def classify(record: RunRecord, done: bool) -> None:
     """Set the status of a readable run: diverged, unfinished or finished (with a note when not evaluated).
 
@@ -224,6 +244,16 @@ def classify(record: RunRecord, done: bool) -> None:
         step = record.curves[-1].get("step", 0) if record.curves else 0
         total = ((record.spec or {}).get("train") or {}).get("steps")
         of = f" of {total}" if total else ""
+        if training_complete(record):
+            record.status = "evaluating"
+            record.reason = "; ".join(
+                [
+                    f"trained to its last step ({step}{of}), no DONE marker yet: evaluating (or the "
+                    "evaluation was interrupted: rerun `vaebench run` to finish it)",
+                    *notes,
+                ]
+            )
+            return
         record.status = "unfinished"
         record.reason = "; ".join(
             [f"no DONE marker: stopped at step {step}{of} (rerun `vaebench run` to resume)", *notes]

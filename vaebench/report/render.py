@@ -120,7 +120,7 @@ th, td { border: 1px solid #d0d7de; padding: 4px 10px; white-space: nowrap; }
 th { background: #f3f4f6; text-align: left; }
 td.num { text-align: right; }
 tr:nth-child(even) td { background: #fafbfc; }
-td.status-unfinished { color: #9a6700; font-weight: 600; }
+td.status-unfinished, td.status-evaluating { color: #9a6700; font-weight: 600; }
 td.status-diverged, td.status-broken { color: #cf222e; font-weight: 600; }
 td.reason { white-space: normal; min-width: 420px; }
 figure { margin: 12px 0 24px; }
