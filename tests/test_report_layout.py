@@ -7,6 +7,7 @@ curves are known in advance.
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -14,11 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from rich.console import Console
 
 from test_report import make_run
 from vaebench.report import build_report
 from vaebench.report.plots import discover, registry
 from vaebench.report.plots.registry import CURVES, PlotContext, plot, save, style
+from vaebench.workers import Board, Job
 
 
 def _section(markdown: str, heading: str) -> str:
@@ -166,3 +169,41 @@ def test_a_run_trained_to_its_last_step_without_done_is_evaluating_not_stopped(t
     report = (out / "report.md").read_text()
     assert "3 runs (2 evaluating, 1 unfinished)" in report
     assert '<td class="status-evaluating">evaluating</td>' in (out / "report.html").read_text()
+
+
+# ----------------------------------------------------------------------------- the live progress table
+
+
+def test_the_progress_table_keeps_status_and_time_whole_at_180_columns(tmp_path: Path) -> None:
+    """16 variants of a 4-axis grid with long names: at 180 columns the run names, device, status and
+    time are shown whole (only the last output may be cut), and no line is wider than the console."""
+    console = Console(width=180, record=True)
+    board = Board(console, total=32, plain=True)
+    names = [
+        f"decoder-{d}_perceptual-{p}_anneal-{a}_batch-{b}+sweep-0123456789/seed{s}"
+        for d in ("isotropic", "variance")
+        for p in ("off", "on")
+        for a in ("linear", "cosine")
+        for b in ("16", "32")
+        for s in (0,)
+    ]
+    for name in names[:8]:
+        board.ended(name, "interrupted", "stopped by the controller after its checkpoint; " * 3)
+    log = tmp_path / "run.log"
+    log.write_text("step 1200/25000 loss 6.046e+04  kl 193  beta 1  val bpd 6.9671  img/s 122\n")
+    for name in names[8:]:
+        board.started(Job(name=name, argv=[], log=log), "cuda:0")
+
+    console.export_text()  # drop the plain event lines printed so far
+    console.print(board._render())
+
+    lines = console.export_text().splitlines()
+    assert lines[0] == "runs of 32: 8 interrupted, 8 running"
+    assert lines[1].split() == ["run", "device", "status", "time", "last", "output"]
+    rows = lines[2:]
+    assert len(rows) == 16 and all(len(line) <= 180 for line in lines)
+    for name, line in zip(names, rows, strict=True):
+        status = "interrupted" if names.index(name) < 8 else "running"
+        device = "-" if status == "interrupted" else "cuda:0"
+        assert line.startswith(name + " ") and f" {device} " in line
+        assert re.search(rf"  {status} +\d+ s  ", line), line
