@@ -369,7 +369,9 @@ def test_reference_level_is_the_first_in_the_experiment_file_the_runs_came_from(
 def test_report_of_constructed_grid_shows_hand_computed_numbers(grid_runs: Path, tmp_path: Path) -> None:
     out = build_report([grid_runs], out=tmp_path / "report", figures=False)
     variants_md = (out / "tables" / "variants.md").read_text()
-    assert "| 1 | decoder-variance_beta-1 | variance | 1 | 2 | 2.7500 ± 0.2121 |" in variants_md
+    assert variants_md.startswith("| rank | decoder | beta | n | bits/dim (−ELBO) | vs best |")
+    assert "| 1 | variance | 1 | 2 | 2.7500 ± 0.2121 | best |" in variants_md  # levels, not the name
+    assert "| 2 | isotropic | 1 | 2 | 3.1000 ± 0.1414 | +0.3500 |" in variants_md
     assert "3.2000 (n=1)" in variants_md
     effects_md = (out / "tables" / "effects.md").read_text()
     half = T1 * statistics.stdev([-0.3, -0.4]) / math.sqrt(2)

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
@@ -21,6 +22,7 @@ from test_report import make_run
 from vaebench.report import build_report
 from vaebench.report.plots import discover, registry
 from vaebench.report.plots.registry import CURVES, PlotContext, plot, save, style
+from vaebench.report.tables import latex_escape
 from vaebench.workers import Board, Job
 
 
@@ -207,3 +209,90 @@ def test_the_progress_table_keeps_status_and_time_whole_at_180_columns(tmp_path:
         device = "-" if status == "interrupted" else "cuda:0"
         assert line.startswith(name + " ") and f" {device} " in line
         assert re.search(rf"  {status} +\d+ s  ", line), line
+
+
+# ----------------------------------------------------------------------------- the variants table
+
+
+def test_the_variants_table_has_axis_columns_and_marks_ties_with_the_best(tmp_path: Path) -> None:
+    """best: 5.00 ± 0.10; a difference of 0.05 is within that spread (≈), one of 0.50 is not."""
+    values = {
+        ("isotropic", "1"): 5.0,
+        ("isotropic", "4"): 5.05,
+        ("variance", "1"): 5.5,
+        ("variance", "4"): 5.6,
+    }
+    for (decoder, beta), bpd in values.items():
+        for seed, noise in ((0, -0.0707107), (1, 0.0707107)):  # sd over seeds: 0.1
+            axes = {"decoder": decoder, "beta": beta}
+            make_run(
+                tmp_path / "runs", f"decoder-{decoder}_beta-{beta}", seed, axes, {"bpd_elbo": bpd + noise}
+            )
+
+    out = build_report([tmp_path / "runs"], out=tmp_path / "report", figures=False)
+
+    lines = (out / "tables" / "variants.md").read_text().splitlines()
+    assert lines[0].startswith("| rank | decoder | beta | n | bits/dim (−ELBO) | vs best | bits/dim (IW) |")
+    assert "decoder-isotropic_beta-1" not in "\n".join(lines)  # the axis columns say it
+    assert lines[2].startswith("| 1 | isotropic | 1 | 2 | 5.0000 ± 0.1000 | best |")
+    assert lines[3].startswith("| 2 | isotropic | 4 | 2 | 5.0500 ± 0.1000 | ≈ +0.0500 |")
+    assert lines[4].startswith("| 3 | variance | 1 | 2 | 5.5000 ± 0.1000 | +0.5000 |")
+    numeric = pd.read_csv(out / "tables" / "variants.csv").set_index("variant")
+    assert list(numeric["bpd_elbo_tied"]) == [False, True, False, False]
+    assert numeric.loc["decoder-variance_beta-4", "bpd_elbo_vs_best"] == pytest.approx(0.6)
+    assert "≈ marks a difference within the seed spread" in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert '<td class="num">5.0500<span class="interval">± 0.1000</span></td>' in html  # sd below
+    assert '<td class="num">≈ +0.0500</td>' in html
+
+
+def test_a_list_of_named_variants_keeps_the_variant_column(two_variants: Path, tmp_path: Path) -> None:
+    make_run(two_variants, "baseline", 0, {"variant": "baseline"}, {"bpd_elbo": 1.0}, experiment="named")
+    out = build_report([two_variants], "named", tmp_path / "report", figures=False)
+    assert (out / "tables" / "variants.md").read_text().startswith("| rank | variant | n |")
+
+
+def test_the_latex_tables_shrink_to_the_page_width(grid_runs_2x2: Path, tmp_path: Path) -> None:
+    out = build_report([grid_runs_2x2], out=tmp_path / "report", figures=False)
+    tex = (out / "tables" / "variants.tex").read_text()
+    begin, tabular = tex.index(r"\begin{adjustbox}{max width=\linewidth}"), tex.index(r"\begin{tabular}")
+    assert begin < tabular < tex.index(r"\end{tabular}") < tex.index(r"\end{adjustbox}")
+    assert r"\approx" in latex_escape("≈ +0.0500")
+
+
+def test_the_perceptual_share_of_the_loss_is_shown_when_a_run_has_a_perceptual_term(tmp_path: Path) -> None:
+    """share = perceptual_weight * train/perceptual / train/loss at the last logged training row."""
+    for level, weight, perceptual in (("off", 0.0, None), ("on", 50.0, 0.2)):
+        for seed in (0, 1):
+            rows = [{"step": s, "train/loss": 20.0 + seed * 5.0 + (10 - s)} for s in (5, 10)]
+            if perceptual is not None:
+                for row in rows:
+                    row["train/perceptual"] = perceptual
+            spec = {"loss": {"perceptual_weight": weight, "vgg_weights": "random"}}
+            axes = {"perceptual": level}
+            make_run(
+                tmp_path / "runs",
+                f"perceptual-{level}",
+                seed,
+                axes,
+                {"bpd_elbo": 5.0},
+                spec=spec,
+                curves=rows,
+            )
+
+    out = build_report([tmp_path / "runs"], out=tmp_path / "report", figures=False)
+
+    table = pd.read_csv(out / "tables" / "variants.csv").set_index("variant")
+    shares = [50 * 0.2 / 20.0, 50 * 0.2 / 25.0]  # seed 0, seed 1
+    assert table.loc["perceptual-on", "perceptual_share_mean"] == pytest.approx(np.mean(shares))
+    assert table.loc["perceptual-off", "perceptual_share_mean"] == 0.0
+    variants_md = (out / "tables" / "variants.md").read_text()
+    assert "perceptual share of loss |" in variants_md.splitlines()[0]
+    assert f"| {np.mean(shares):.1%} ± {np.std(shares, ddof=1):.1%} |" in variants_md
+    assert "Perceptual term (loss.perceptual_weight = 0, 50)" in (out / "report.md").read_text()
+
+
+def test_no_perceptual_column_without_a_perceptual_term(grid_runs_2x2: Path, tmp_path: Path) -> None:
+    out = build_report([grid_runs_2x2], out=tmp_path / "report", figures=False)
+    assert "perceptual" not in (out / "tables" / "variants.md").read_text()
+    assert "Perceptual term" not in (out / "report.md").read_text()

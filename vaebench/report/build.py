@@ -34,6 +34,8 @@ from vaebench.report.plots import PlotContext, registered, variant_palette
 from vaebench.report.plots.registry import CURVES, EFFECTS, LATENT, RESULTS, SECTIONS
 from vaebench.report.plots.run_curves import plot_run_curves
 from vaebench.report.tables import (
+    PERCEPTUAL_SHARE,
+    TIED,
     attention_table,
     axis_effects,
     degenerate_metrics,
@@ -41,6 +43,7 @@ from vaebench.report.tables import (
     format_effects,
     format_interactions,
     format_variant_table,
+    has_perceptual_term,
     interaction_effects,
     level_means,
     rank_variants,
@@ -357,11 +360,15 @@ def _document(
         render.Heading(RESULTS),
         render.Text(
             f"Mean ± standard deviation over seeds (n = finished runs; a single run shows its value), "
-            f"ranked by {by.label} ({direction}). Bits/dim are per dimension of the 8-bit images; KL and "
-            "mutual information are in nats per image; MI is a minibatch estimate, bounded by the log of "
-            "its batch size."
+            f"ranked by {by.label} ({direction}); one column per ablation axis gives the variant's "
+            f"levels. `vs best`: the difference to the best variant's mean; {TIED} marks a difference "
+            "within the seed spread (no larger than the larger of the two standard deviations), where "
+            "these seeds do not settle the order. Bits/dim are per dimension of the 8-bit images; KL "
+            "and mutual information are in nats per image; MI is a minibatch estimate, bounded by the "
+            "log of its batch size."
         ),
         render.Table(variants_text) if len(variants_text) else render.Text("No run has finished yet."),
+        *_perceptual_note(rs),
         *plots[RESULTS],
     ]
 
@@ -391,6 +398,22 @@ def _document(
     blocks += [render.Heading(LATENT), *plots[LATENT]]
     blocks += _extra_sections(plots)
     return blocks
+
+
+def _perceptual_note(rs: RunSet) -> list[render.Block]:
+    """What the perceptual share column means, when a run has a perceptual term."""
+    if not has_perceptual_term(rs):
+        return []
+    weights = pd.to_numeric(rs.finished["loss.perceptual_weight"], errors="coerce")
+    shown = ", ".join(f"{w:g}" for w in sorted(weights.dropna().unique()))
+    return [
+        render.Text(
+            f"Perceptual term (loss.perceptual_weight = {shown}): `{PERCEPTUAL_SHARE.label}` is "
+            "perceptual_weight × train/perceptual / train/loss at the last logged training step, the "
+            "part of the objective the bits/dim columns leave out. A variant whose loss is mostly "
+            "perceptual is ranked on a likelihood it was not mainly trained for."
+        )
+    ]
 
 
 def _writeup_section(

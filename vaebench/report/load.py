@@ -333,7 +333,26 @@ def run_row(rec: RunRecord, axis_columns: dict[str, str]) -> dict[str, Any]:
     spec = rec.spec or {}
     row["loss.beta"] = (spec.get("loss") or {}).get("beta")
     row["model.latent_dim"] = (spec.get("model") or {}).get("latent_dim")
+    weight = (spec.get("loss") or {}).get("perceptual_weight") or 0.0
+    row["loss.perceptual_weight"] = weight
+    row["perceptual_share"] = perceptual_share(rec.curves, weight)
     return row
+
+
+def perceptual_share(curves: Sequence[dict[str, Any]], weight: float) -> float:
+    """The perceptual term's share of the training loss at the last logged training row:
+    perceptual_weight * train/perceptual / train/loss (0 without the term; NaN when not logged).
+
+    The report's bits/dim leave the perceptual term out, so a variant whose loss is mostly perceptual
+    optimised something the likelihood columns do not show; this says how much.
+    """
+    if not weight:
+        return 0.0
+    for row in reversed(curves):
+        term, loss = row.get("train/perceptual"), row.get("train/loss")
+        if _finite(term) and _finite(loss) and loss != 0:
+            return float(weight) * float(term) / float(loss)
+    return math.nan
 
 
 def curves_table(records: Iterable[RunRecord]) -> pd.DataFrame:

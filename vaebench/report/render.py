@@ -163,11 +163,13 @@ def _html_table(frame: pd.DataFrame) -> str:
                 classes.append("reason")
             attr = f' class="{" ".join(classes)}"' if classes else ""
             text = _inline(str(value))
-            if (
-                numeric[column] and " [" in text
-            ):  # an effect: the interval on its own line keeps columns narrow
+            # an effect's interval, a mean's "± sd" on a line of their own keep 16 columns in a page
+            if numeric[column] and " [" in text:
                 mean, interval = text.split(" [", 1)
                 text = f'{mean}<span class="interval">[{interval}</span>'
+            elif numeric[column] and " ± " in text:
+                mean, sd = text.split(" ± ", 1)
+                text = f'{mean}<span class="interval">± {sd}</span>'
             cells.append(f"<td{attr}>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
