@@ -573,6 +573,14 @@ def report(
     force: Annotated[
         bool, typer.Option(help="Replace a report in --out that was made from other runs.")
     ] = False,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            metavar="AXIS",
+            help="Axis whose levels colour the training curves (a second axis sets the line style); "
+            "default: the axis with the most levels; 'variant': one colour per variant.",
+        ),
+    ] = None,
 ) -> None:
     """Tables, plots and write-up figures of an experiment's runs, tied together in report.md and report.html.
 
@@ -599,6 +607,7 @@ def report(
             device=device,
             console=console,
             force=force,
+            group_by=group_by,
         )
     variants = format_variant_table(read_variant_table(path / "tables" / "variants.csv"))
     if variants.empty:

@@ -31,6 +31,7 @@ from vaebench.report import render
 from vaebench.report.load import RunSet, load_runs
 from vaebench.report.metrics import REPORT_METRICS, metric
 from vaebench.report.plots import PlotContext, registered, variant_palette
+from vaebench.report.plots.curves import curve_grouping
 from vaebench.report.plots.registry import CURVES, EFFECTS, LATENT, RESULTS, SECTIONS
 from vaebench.report.plots.run_curves import plot_run_curves
 from vaebench.report.tables import (
@@ -213,6 +214,7 @@ def build_report(
         rs = load_wandb(wandb_api, wandb_path, experiment, console)
     else:
         rs = load_runs(list(run_dirs), experiment, console)
+    curve_grouping(rs, group_by)  # a wrong --group-by fails before the previous report is removed
     out = Path(out) if out is not None else Path("reports") / rs.experiment
     prepare_output(out, report_selection(rs), force)
     tables_dir, plots_dir = out / "tables", out / "plots"
@@ -426,7 +428,7 @@ def _writeup_section(
     scale: int,
     device: str,
 ) -> list[render.Block]:
-    from vaebench.report.figures import writeup_figures
+    from vaebench.report.figures import reconstruction_comparison, writeup_figures
 
     if figure_runs:
         by_dir = {str(Path(r.local_dir).resolve()): r.run for r in rs.records if r.local_dir is not None}
@@ -445,11 +447,35 @@ def _writeup_section(
         render.Text(
             f"From {why}, made from its checkpoint (best.pt): `vaebench report` regenerates them "
             "with --figure-images and --figure-scale. Reconstructions: test images (top) over the decoder "
-            "means of their posterior means. Interpolation: decoded straight lines between the posterior "
-            "means of pairs of test images. Temperature: prior samples z ~ N(0, τ²I), the same noise in "
-            "every row."
+            "means of their posterior means. Interpolation: each row starts at a real test image (left), "
+            "decodes the straight line between the posterior means of it and a second image, and ends at "
+            "that real image (right). Temperature: prior samples z ~ N(0, τ²I), the same noise in every "
+            "row."
         ),
     ]
+    local = {title: rs.record(run) for title, run in chosen.items()}
+    local = {title: rec for title, rec in local.items() if rec.local_dir is not None}
+    if len(local) > 1:
+        rows = {_row_label(rs, title, rec): Path(rec.local_dir or ".") for title, rec in local.items()}
+        paths, skipped = reconstruction_comparison(
+            rows,
+            out / "figures" / "reconstructions_by_variant.png",
+            images=images,
+            scale=scale,
+            device=device,
+        )
+        order = " · ".join(a for a in rs.axes if a != "variant") or "variant"
+        blocks += [
+            render.Heading("Reconstructions across variants", level=3),
+            *_image(
+                paths,
+                out,
+                f"The same first {images} test images (top row) reconstructed by each variant's run, one "
+                f"row per variant, labelled {order}.",
+                pixelated=True,
+            ),
+            *(render.Text(f"Not in the comparison: {label}: {why}.") for label, why in skipped.items()),
+        ]
     for title, run in chosen.items():
         rec = rs.record(run)
         folder = out / "figures" / title.replace("/", "_").replace(" ", "_")
@@ -471,6 +497,14 @@ def _writeup_section(
         shown += _image(plot_run_curves(rs, run, palette, folder / "curves"), out, "Loss curves of this run.")
         blocks.append(render.Row([b for b in shown if isinstance(b, render.Image)]))
     return blocks
+
+
+def _row_label(rs: RunSet, title: str, rec: Any) -> str:
+    """A short row label for a cross-variant grid: the variant's levels ("variance · on · 32"), not its
+    long name; the seed is added when --figures-from picked runs (two of one variant can be shown)."""
+    axes = [a for a in rs.axes if a != "variant"]
+    levels = " · ".join(str(rs.runs.set_index("run").loc[rec.run, a]) for a in axes) if axes else rec.variant
+    return levels if title == rec.variant else f"{levels} (seed {rec.seed})"
 
 
 def _settings_section(

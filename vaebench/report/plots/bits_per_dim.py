@@ -33,6 +33,12 @@ def rank_order(ctx: PlotContext) -> list[str]:
     "bar mean ± 1 sd.",
 )
 def plot_bits_per_dim(ctx: PlotContext, stem: Path) -> list[Path] | None:
+    with style():  # saved inside the style too: the layout is computed when saving
+        fig = bits_per_dim_figure(ctx)
+        return save(fig, stem) if fig is not None else None
+
+
+def bits_per_dim_figure(ctx: PlotContext) -> Figure | None:
     """Each variant's bits/dim (−ELBO and IW bound), seeds as markers, mean ± sd as a diamond with a bar."""
     finished = ctx.runs.finished
     metrics = [m for m in (BPD_ELBO, BPD_IW) if m.key in finished and finished[m.key].notna().any()]
@@ -71,4 +77,4 @@ def plot_bits_per_dim(ctx: PlotContext, stem: Path) -> list[Path] | None:
         handles = [Line2D([], [], ls="none", marker=marker[s], ms=8, mfc="0.6", mec="black") for s in seeds]
         handles.append(Line2D([], [], ls="none", marker="D", ms=8, mfc="white", mec="0.3", mew=2))
         figure_legend(fig, handles, [f"seed {s}" for s in seeds] + ["mean ± 1 sd"], "")
-        return save(fig, stem)
+        return fig

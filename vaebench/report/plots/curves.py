@@ -135,6 +135,12 @@ def _caption(ctx: PlotContext) -> str:
     missing="No finished run logged training metrics.",
 )
 def plot_training_curves(ctx: PlotContext, stem: Path) -> list[Path] | None:
+    with style():  # saved inside the style too: the layout is computed when saving
+        fig = training_curves_figure(ctx)
+        return save(fig, stem) if fig is not None else None
+
+
+def training_curves_figure(ctx: PlotContext) -> Figure | None:
     """Loss, KL, beta and validation bits/dim against step, one line per level combination."""
     rs = ctx.runs
     data = rs.curves[rs.curves["run"].isin(set(rs.finished["run"]))]
@@ -193,7 +199,7 @@ def plot_training_curves(ctx: PlotContext, stem: Path) -> list[Path] | None:
         title = "colour: variant" if g.colour == "variant" else f"colour: {g.colour}"
         title += f", line style: {g.style}" if g.style else ""
         figure_legend(fig, handles, labels, title)
-        return save(fig, stem)
+        return fig
 
 
 def _maybe_log_y(ax: Axes, values: pd.Series) -> None:
