@@ -11,18 +11,24 @@ import re
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from rich.console import Console
 
 from test_report import make_run
+from vaebench.errors import UserError
 from vaebench.report import build_report
-from vaebench.report.plots import discover, registry
+from vaebench.report.load import load_runs
+from vaebench.report.plots import discover, registry, variant_palette
+from vaebench.report.plots.bits_per_dim import bits_per_dim_figure
+from vaebench.report.plots.curves import training_curves_figure
 from vaebench.report.plots.registry import CURVES, PlotContext, plot, save, style
-from vaebench.report.tables import latex_escape
+from vaebench.report.tables import latex_escape, rank_variants, variant_table
 from vaebench.workers import Board, Job
 
 
@@ -296,3 +302,109 @@ def test_no_perceptual_column_without_a_perceptual_term(grid_runs_2x2: Path, tmp
     out = build_report([grid_runs_2x2], out=tmp_path / "report", figures=False)
     assert "perceptual" not in (out / "tables" / "variants.md").read_text()
     assert "Perceptual term" not in (out / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- plots at 16 variants
+
+
+@pytest.fixture
+def grid16(tmp_path: Path) -> Path:
+    """16 variants with long names, 2 seeds: decoder x perceptual x anneal x batch, where anneal has the
+    most levels (3, with the isotropic decoder only); validation every 10 of 40 steps (4 points).
+    Without an experiment file the levels sort by name: anneal cosine, linear, none."""
+    levels = {
+        "decoder": ("isotropic", "variance"),
+        "perceptual": ("off", "on"),
+        "anneal": ("linear", "cosine", "none"),
+        "batch": ("16", "32"),
+    }
+    root = tmp_path / "runs"
+    i = 0
+    for decoder in levels["decoder"]:
+        for perceptual in levels["perceptual"]:
+            for anneal in levels["anneal"][: 3 if decoder == "isotropic" else 1]:
+                for batch in levels["batch"]:
+                    axes = {"decoder": decoder, "perceptual": perceptual, "anneal": anneal, "batch": batch}
+                    name = "_".join(f"{k}-{v}" for k, v in axes.items())
+                    i += 1
+                    for seed in (0, 1):
+                        rows = [
+                            {"step": s, "train/loss": 100.0 - s + i, "train/kl": 5.0}
+                            | ({"val/bpd_elbo": 4.0 - s / 100} if s % 10 == 0 else {})
+                            for s in range(2, 42, 2)
+                        ]
+                        bpd = 4.0 + 0.01 * i + 0.001 * seed
+                        make_run(root, name, seed, axes, {"bpd_elbo": bpd}, curves=rows)
+    return root
+
+
+def _context(rs: Any, group_by: str | None = None) -> PlotContext:
+    table = rank_variants(variant_table(rs), "bpd_elbo")
+    ranks = {r.variant: int(r.rank) for r in table.itertuples() if pd.notna(r.rank)}
+    return PlotContext(rs, variant_palette(rs.variants), list(table["variant"]), ranks, group_by=group_by)
+
+
+def test_training_curves_are_coloured_by_the_axis_with_the_most_levels_and_styled_by_another(
+    grid16: Path,
+) -> None:
+    rs = load_runs([grid16])
+    assert len(rs.variants) == 16
+
+    fig = training_curves_figure(_context(rs))
+
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == [
+        "anneal = cosine",
+        "anneal = linear",
+        "anneal = none",
+        "decoder = isotropic",
+        "decoder = variance",
+    ]
+    assert legend.get_title().get_text() == "colour: anneal, line style: decoder"
+    loss = fig.axes[0]
+    # one line per (anneal, decoder) combination that has runs: 3 with isotropic, 1 (linear) with variance
+    assert len(loss.get_lines()) == 4
+    styles = {(line.get_color(), line.get_linestyle()) for line in loss.get_lines()}
+    assert len(styles) == 4
+
+
+def test_group_by_chooses_the_colour_axis_and_variant_gives_one_line_per_variant(grid16: Path) -> None:
+    rs = load_runs([grid16])
+    fig = training_curves_figure(_context(rs, group_by="perceptual"))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[:2] == ["perceptual = off", "perceptual = on"]
+    assert labels[2:] == ["anneal = cosine", "anneal = linear", "anneal = none"]  # the most levels left
+    per_variant = training_curves_figure(_context(rs, group_by="variant"))
+    assert len(per_variant.axes[0].get_lines()) == 16
+    legend = per_variant.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == rs.variants
+    assert legend._ncols < 16  # wrapped into rows, not one line of 16 long names
+    with pytest.raises(UserError, match=r"--group-by 'colour' is not an axis of grid; choose one of decoder"):
+        build_report([grid16], figures=False, group_by="colour")
+
+
+def test_sparse_validation_curves_get_markers_and_their_point_count(grid16: Path) -> None:
+    fig = training_curves_figure(_context(load_runs([grid16])))
+    titles = {ax.get_ylabel(): ax.get_title() for ax in fig.axes if ax.get_visible()}
+    assert titles["validation bits/dim (−ELBO)"] == "validation bits/dim (4 points per run)"
+    assert titles["training loss (nats/image)"] == ""  # 20 points: a line, no markers
+    val = next(ax for ax in fig.axes if ax.get_ylabel().startswith("validation"))
+    assert all(line.get_marker() == "o" for line in val.get_lines())
+    loss = fig.axes[0]
+    assert all(line.get_marker() in (None, "None", "") for line in loss.get_lines())
+
+
+def test_bits_per_dim_is_in_rank_order_with_a_marker_per_seed(grid16: Path) -> None:
+    rs = load_runs([grid16])
+    ctx = _context(rs)
+    fig = bits_per_dim_figure(ctx)
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks == [f"{ctx.ranks[v]}. {v}" for v in ctx.order]
+    assert ticks[0].startswith("1. decoder-isotropic_perceptual-off_anneal-linear_batch-16")  # lowest bpd
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(dots) == 2 * 16  # every run, one marker shape per seed
+    assert len({c.get_paths()[0].vertices.tobytes() for c in dots}) == 2
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["seed 0", "seed 1", "mean ± 1 sd"]
