@@ -55,6 +55,7 @@ from vaebench.report.tables import (
 from vaebench.runfolder import atomic_write_text
 
 MARKER = ".vaebench-report"
+OPEN_FIGURES = 4  # with more variants than this, each variant's write-up figures are folded (HTML)
 _OWNED = ("tables", "plots", "figures", "report.md", "report.html")
 
 
@@ -428,7 +429,7 @@ def _writeup_section(
     scale: int,
     device: str,
 ) -> list[render.Block]:
-    from vaebench.report.figures import reconstruction_comparison, writeup_figures
+    from vaebench.report.figures import reconstruction_comparison
 
     if figure_runs:
         by_dir = {str(Path(r.local_dir).resolve()): r.run for r in rs.records if r.local_dir is not None}
@@ -476,27 +477,47 @@ def _writeup_section(
             ),
             *(render.Text(f"Not in the comparison: {label}: {why}.") for label, why in skipped.items()),
         ]
+    collapse = len(chosen) > OPEN_FIGURES
+    if collapse:
+        blocks.append(
+            render.Text(
+                f"Each variant's own figures follow, folded ({len(chosen)} variants): open one to see them. "
+                "In report.md they are listed in full."
+            )
+        )
     for title, run in chosen.items():
         rec = rs.record(run)
-        folder = out / "figures" / title.replace("/", "_").replace(" ", "_")
-        blocks.append(render.Heading(f"{title}: `{rec.label}`", level=3))
-        if rec.local_dir is None:
-            blocks.append(render.Text("No checkpoint here (a W&B run): run the report on the run folders."))
-            continue
-        try:
-            made = writeup_figures(rec.local_dir, folder, images=images, scale=scale, device=device)
-        except UserError as err:
-            blocks.append(render.Text(f"No figures: {err}"))
-            continue
-        captions = {
-            "reconstructions": "Reconstructions: inputs over reconstructions.",
-            "interpolation": "Latent interpolation between pairs of test images.",
-            "temperature": "Prior samples at temperatures τ (rows).",
-        }
-        shown = [block for name, paths in made.items() for block in _image(paths, out, captions[name], True)]
-        shown += _image(plot_run_curves(rs, run, palette, folder / "curves"), out, "Loss curves of this run.")
-        blocks.append(render.Row([b for b in shown if isinstance(b, render.Image)]))
+        inner = _variant_figures(rs, run, out, title, palette, images, scale, device)
+        heading = f"{title}: `{rec.label}`"
+        if collapse:
+            blocks.append(render.Details(heading, inner))
+        else:
+            blocks += [render.Heading(heading, level=3), *inner]
     return blocks
+
+
+def _variant_figures(
+    rs: RunSet, run: str, out: Path, title: str, palette: dict, images: int, scale: int, device: str
+) -> list[render.Block]:
+    """One run's reconstructions, interpolation, temperature grid and loss curves, side by side."""
+    from vaebench.report.figures import writeup_figures
+
+    rec = rs.record(run)
+    folder = out / "figures" / title.replace("/", "_").replace(" ", "_")
+    if rec.local_dir is None:
+        return [render.Text("No checkpoint here (a W&B run): run the report on the run folders.")]
+    try:
+        made = writeup_figures(rec.local_dir, folder, images=images, scale=scale, device=device)
+    except UserError as err:
+        return [render.Text(f"No figures: {err}")]
+    captions = {
+        "reconstructions": "Reconstructions: inputs over reconstructions.",
+        "interpolation": "Latent interpolation between pairs of test images (real images at the ends).",
+        "temperature": "Prior samples at temperatures τ (rows).",
+    }
+    shown = [block for name, paths in made.items() for block in _image(paths, out, captions[name], True)]
+    shown += _image(plot_run_curves(rs, run, palette, folder / "curves"), out, "Loss curves of this run.")
+    return [render.Row([b for b in shown if isinstance(b, render.Image)])]
 
 
 def _row_label(rs: RunSet, title: str, rec: Any) -> str:

@@ -116,8 +116,8 @@ nav { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; paddin
 nav ul { margin: 4px 0; padding-left: 18px; columns: 2; }
 .table-wrap { overflow-x: auto; margin: 8px 0 18px; }
 table { border-collapse: collapse; font-size: 13.5px; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #d0d7de; padding: 4px 10px; white-space: nowrap; }
-th { background: #f3f4f6; text-align: left; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; white-space: nowrap; }
+th { background: #f3f4f6; text-align: left; white-space: normal; vertical-align: bottom; min-width: 3em; }
 td.num { text-align: right; }
 tr:nth-child(even) td { background: #fafbfc; }
 td.status-unfinished, td.status-evaluating { color: #9a6700; font-weight: 600; }

@@ -157,7 +157,7 @@ def figure_legend(
         labels,
         title=title,
         loc=loc,
-        ncols=legend_columns([*labels, title], width),
+        ncols=legend_columns(labels, width),  # the title spans the columns: it does not set their width
         frameon=False,
     )
 
