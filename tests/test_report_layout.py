@@ -408,3 +408,20 @@ def test_bits_per_dim_is_in_rank_order_with_a_marker_per_seed(grid16: Path) -> N
     assert len({c.get_paths()[0].vertices.tobytes() for c in dots}) == 2
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["seed 0", "seed 1", "mean ± 1 sd"]
+
+
+def test_with_many_variants_each_variants_figures_are_folded(tmp_path: Path) -> None:
+    """Five variants: the write-up section folds each one's figures into a <details> (the runs here
+    have no checkpoint, so each says why it has none instead of failing the report)."""
+    for i in range(5):
+        make_run(tmp_path / "runs", f"v{i}", 0, {"variant": f"v{i}"}, {"bpd_elbo": 5.0 + i})
+
+    out = build_report([tmp_path / "runs"], out=tmp_path / "report")
+
+    html = (out / "report.html").read_text()
+    writeup = html[html.index('<h2 id="write-up-figures">') :]
+    assert writeup.count("<details><summary>") >= 5
+    assert "<summary>v0: <code>grid/v0/seed0</code></summary>" in writeup
+    assert "No figures:" in writeup
+    assert "### v0: `grid/v0/seed0`" not in (out / "report.md").read_text()  # listed, not as headings
+    assert "**v0: `grid/v0/seed0`**" in (out / "report.md").read_text()
