@@ -289,12 +289,13 @@ def test_the_perceptual_share_of_the_loss_is_shown_when_a_run_has_a_perceptual_t
     out = build_report([tmp_path / "runs"], out=tmp_path / "report", figures=False)
 
     table = pd.read_csv(out / "tables" / "variants.csv").set_index("variant")
-    shares = [50 * 0.2 / 20.0, 50 * 0.2 / 25.0]  # seed 0, seed 1
-    assert table.loc["perceptual-on", "perceptual_share_mean"] == pytest.approx(np.mean(shares))
+    shares = [100 * 50 * 0.2 / 20.0, 100 * 50 * 0.2 / 25.0]  # percent, seed 0 and seed 1: 50, 40
+    assert table.loc["perceptual-on", "perceptual_share_mean"] == pytest.approx(45.0)
+    assert table.loc["perceptual-on", "perceptual_share_std"] == pytest.approx(np.std(shares, ddof=1))
     assert table.loc["perceptual-off", "perceptual_share_mean"] == 0.0
     variants_md = (out / "tables" / "variants.md").read_text()
-    assert "perceptual share of loss |" in variants_md.splitlines()[0]
-    assert f"| {np.mean(shares):.1%} ± {np.std(shares, ddof=1):.1%} |" in variants_md
+    assert "perceptual share (% of loss) |" in variants_md.splitlines()[0]
+    assert "| 45 ± 7.07 |" in variants_md and "| 0 ± 0 |" in variants_md
     assert "Perceptual term (loss.perceptual_weight = 0, 50)" in (out / "report.md").read_text()
 
 

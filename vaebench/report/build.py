@@ -412,7 +412,7 @@ def _perceptual_note(rs: RunSet) -> list[render.Block]:
     return [
         render.Text(
             f"Perceptual term (loss.perceptual_weight = {shown}): `{PERCEPTUAL_SHARE.label}` is "
-            "perceptual_weight × train/perceptual / train/loss at the last logged training step, the "
+            "100 × perceptual_weight × train/perceptual / train/loss at the last logged training step, the "
             "part of the objective the bits/dim columns leave out. A variant whose loss is mostly "
             "perceptual is ranked on a likelihood it was not mainly trained for."
         )

@@ -340,8 +340,8 @@ def run_row(rec: RunRecord, axis_columns: dict[str, str]) -> dict[str, Any]:
 
 
 def perceptual_share(curves: Sequence[dict[str, Any]], weight: float) -> float:
-    """The perceptual term's share of the training loss at the last logged training row:
-    perceptual_weight * train/perceptual / train/loss (0 without the term; NaN when not logged).
+    """The perceptual term's share of the training loss at the last logged training row, in percent:
+    100 * perceptual_weight * train/perceptual / train/loss (0 without the term; NaN when not logged).
 
     The report's bits/dim leave the perceptual term out, so a variant whose loss is mostly perceptual
     optimised something the likelihood columns do not show; this says how much.
@@ -351,7 +351,7 @@ def perceptual_share(curves: Sequence[dict[str, Any]], weight: float) -> float:
     for row in reversed(curves):
         term, loss = row.get("train/perceptual"), row.get("train/loss")
         if _finite(term) and _finite(loss) and loss != 0:
-            return float(weight) * float(term) / float(loss)
+            return 100.0 * float(weight) * float(term) / float(loss)
     return math.nan
 
 

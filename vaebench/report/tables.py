@@ -38,12 +38,13 @@ from vaebench.spec import RunSpec
 MISSING = "–"
 TIED = "≈"  # marks a variant whose difference to the best is within the seed spread
 # Not a result but a diagnostic of the objective: shown beside the results when a run has a perceptual term.
+# In percent with 3 significant digits: a share of 4e-6 (random VGG weights) must not read "0.0%".
 PERCEPTUAL_SHARE = Metric(
     "perceptual_share",
-    "perceptual share of loss",
-    ".1%",
+    "perceptual share (% of loss)",
+    ".3g",
     None,
-    "perceptual_weight * train/perceptual / train/loss at the last logged training row",
+    "100 * perceptual_weight * train/perceptual / train/loss at the last logged training row",
 )
 
 
