@@ -7,6 +7,7 @@ curves are known in advance.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import textwrap
@@ -27,6 +28,7 @@ from vaebench.report.load import load_runs
 from vaebench.report.plots import discover, registry, variant_palette
 from vaebench.report.plots.bits_per_dim import bits_per_dim_figure
 from vaebench.report.plots.curves import training_curves_figure
+from vaebench.report.plots.latent_usage import latent_usage_figure
 from vaebench.report.plots.registry import CURVES, PlotContext, plot, save, style
 from vaebench.report.tables import latex_escape, rank_variants, variant_table
 from vaebench.workers import Board, Job
@@ -426,3 +428,32 @@ def test_with_many_variants_each_variants_figures_are_folded(tmp_path: Path) -> 
     assert "No figures:" in writeup
     assert "### v0: `grid/v0/seed0`" not in (out / "report.md").read_text()  # listed, not as headings
     assert "**v0: `grid/v0/seed0`**" in (out / "report.md").read_text()
+
+
+def test_the_latent_usage_lines_are_told_apart_by_levels_not_by_16_names(grid_runs_2x2: Path) -> None:
+    for folder in sorted(grid_runs_2x2.glob("grid/*/seed*")):
+        record = {
+            "latest": "k",
+            "results": {
+                "k": {
+                    "settings": {"active_threshold": 0.01},
+                    "per_dim": {"kl_per_dim": [2.0, 1.0, 0.5], "posterior_mean_var": [0.5, 0.1, 0.001]},
+                }
+            },
+        }
+        (folder / "eval" / "test.json").write_text(json.dumps(record))
+    rs = load_runs([grid_runs_2x2])
+
+    fig = latent_usage_figure(_context(rs))
+
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == [
+        "decoder = isotropic",
+        "decoder = variance",
+        "beta = 1",
+        "beta = 4",
+        "active threshold 0.01",
+    ]
+    variance_panel = next(ax for ax in fig.axes if ax.get_ylabel() == "Var_x E_q[z|x]")
+    lines = variance_panel.get_lines()[:4]  # one per variant, then the threshold
+    assert len({(line.get_color(), line.get_linestyle()) for line in lines}) == 4

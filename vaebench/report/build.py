@@ -31,7 +31,7 @@ from vaebench.report import render
 from vaebench.report.load import RunSet, load_runs
 from vaebench.report.metrics import REPORT_METRICS, metric
 from vaebench.report.plots import PlotContext, registered, variant_palette
-from vaebench.report.plots.curves import curve_grouping
+from vaebench.report.plots.grouping import curve_grouping
 from vaebench.report.plots.registry import CURVES, EFFECTS, LATENT, RESULTS, SECTIONS
 from vaebench.report.plots.run_curves import plot_run_curves
 from vaebench.report.tables import (

@@ -10,28 +10,16 @@ trained for the same epochs) are averaged on epochs, each run interpolated onto 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from vaebench.errors import UserError
-from vaebench.report.load import RunSet
-from vaebench.report.plots.registry import (
-    CURVES,
-    Colour,
-    PlotContext,
-    figure_legend,
-    level_palette,
-    plot,
-    save,
-    style,
-)
+from vaebench.report.plots.grouping import curve_grouping, group_style
+from vaebench.report.plots.registry import CURVES, PlotContext, figure_legend, plot, save, style
 
 # (metrics.jsonl key, axis label) of the training-curve panels, in reading order
 CURVE_PANELS: tuple[tuple[str, str], ...] = (
@@ -41,45 +29,6 @@ CURVE_PANELS: tuple[tuple[str, str], ...] = (
     ("val/bpd_elbo", "validation bits/dim (−ELBO)"),
 )
 SPARSE_POINTS = 12  # a curve with at most this many points gets markers and "(N points)"
-LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)), (0, (8, 3)), (0, (3, 1, 1, 1, 1, 1)))
-
-
-@dataclass(frozen=True)
-class Grouping:
-    """Which axis colours the lines and which sets their style (None: one style)."""
-
-    colour: str
-    style: str | None
-
-
-def finished_levels(rs: RunSet, axis: str) -> list[str]:
-    """The levels of `axis` that finished runs have, in the experiment's order."""
-    present = set(rs.finished[axis].dropna().astype(str))
-    order = rs.variants if axis == "variant" else rs.levels.get(axis, [])
-    return [level for level in order if level in present]
-
-
-def curve_grouping(rs: RunSet, group_by: str | None = None) -> Grouping:
-    """The colour axis (`group_by`, default the axis with the most levels, the first on a tie) and the
-    line-style axis (of the others, the one with the most levels, if it has two)."""
-    axes = [a for a in rs.axes if a != "variant"]
-    if group_by is not None:
-        names = {a.removesuffix(" (axis)"): a for a in axes} | {a: a for a in axes}
-        if group_by == "variant":
-            return Grouping("variant", None)
-        if group_by not in names:
-            choices = ", ".join([*dict.fromkeys(a.removesuffix(" (axis)") for a in axes), "variant"])
-            raise UserError(
-                f"--group-by {group_by!r} is not an axis of {rs.experiment}; choose one of {choices}."
-            )
-        colour = names[group_by]
-    elif axes:
-        colour = max(axes, key=lambda a: (len(finished_levels(rs, a)), -axes.index(a)))
-    else:
-        return Grouping("variant", None)
-    others = [a for a in axes if a != colour and len(finished_levels(rs, a)) > 1]
-    style_axis = max(others, key=lambda a: (len(finished_levels(rs, a)), -others.index(a)), default=None)
-    return Grouping(colour, style_axis)
 
 
 def mean_curve(runs: list[pd.DataFrame], x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -147,16 +96,13 @@ def training_curves_figure(ctx: PlotContext) -> Figure | None:
     panels = [(k, label) for k, label in CURVE_PANELS if data.loc[data["metric"] == k, "value"].notna().any()]
     if not panels:
         return None
-    g = curve_grouping(rs, ctx.group_by)
+    looks = group_style(ctx)
+    g = looks.grouping
     x = _x_column(data)
     data = _with_x(data, x)
     runs = rs.finished.drop_duplicates("run").set_index("run")
-    colour_levels = finished_levels(rs, g.colour)
-    style_levels = finished_levels(rs, g.style) if g.style else [None]
-    colours: dict[str, Colour] = (
-        {v: ctx.palette[v] for v in colour_levels} if g.colour == "variant" else level_palette(colour_levels)
-    )
-    dashes = {level: LINE_STYLES[i % len(LINE_STYLES)] for i, level in enumerate(style_levels)}
+    colour_levels = list(looks.colours)
+    style_levels: list[str | None] = list(looks.dashes) if g.style else [None]
     with style():
         cols = 2 if len(panels) > 1 else 1
         rows = math.ceil(len(panels) / cols)
@@ -176,10 +122,10 @@ def training_curves_figure(ctx: PlotContext) -> Figure | None:
                     )
                     if not len(grid):
                         continue
-                    line = {"color": colours[colour], "ls": dashes[level], "lw": 2}
-                    ax.plot(grid, mean, marker="o" if sparse else None, ms=4, **line)
+                    line = looks.line(colour, level)
+                    ax.plot(grid, mean, marker="o" if sparse else None, ms=4, lw=2, **line)
                     if np.isfinite(sd).any():
-                        ax.fill_between(grid, mean - sd, mean + sd, color=colours[colour], alpha=0.15, lw=0)
+                        ax.fill_between(grid, mean - sd, mean + sd, color=line["color"], alpha=0.15, lw=0)
             ax.set(xlabel=x, ylabel=label)
             if sparse:
                 ax.set_title(f"{label.split(' (')[0]} ({points} point{'s' * (points != 1)} per run)")
@@ -191,13 +137,7 @@ def training_curves_figure(ctx: PlotContext) -> Figure | None:
             ax.set_visible(False)
         grouped = "variant" if g.colour == "variant" else g.colour + (f" × {g.style}" if g.style else "")
         fig.suptitle(f"Training curves by {grouped} (band: ±1 sd over runs)")
-        handles = [Line2D([], [], color=colours[c], lw=3) for c in colour_levels]
-        labels = colour_levels if g.colour == "variant" else [f"{g.colour} = {c}" for c in colour_levels]
-        if g.style is not None:
-            handles += [Line2D([], [], color="0.3", lw=2, ls=dashes[s]) for s in style_levels]
-            labels += [f"{g.style} = {s}" for s in style_levels]
-        title = "colour: variant" if g.colour == "variant" else f"colour: {g.colour}"
-        title += f", line style: {g.style}" if g.style else ""
+        handles, labels, title = looks.legend()
         figure_legend(fig, handles, labels, title)
         return fig
 

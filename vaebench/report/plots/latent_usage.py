@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from vaebench.report.load import RunSet
+from vaebench.report.plots.grouping import group_style
 from vaebench.report.plots.registry import LATENT, PlotContext, figure_legend, plot, save, style
 
 
@@ -40,9 +41,16 @@ def sorted_profiles(rs: RunSet, key: str) -> dict[str, np.ndarray]:
     order=10,
 )
 def plot_latent_usage(ctx: PlotContext, stem: Path) -> list[Path] | None:
+    with style():
+        fig = latent_usage_figure(ctx)
+        return save(fig, stem) if fig is not None else None
+
+
+def latent_usage_figure(ctx: PlotContext) -> Figure | None:
     """KL per latent dimension (heatmap, dims sorted by KL) with each variant's active units marked,
-    and the sorted posterior-mean variance Var_x E_q[z_d|x] against the active-unit threshold."""
-    rs, palette = ctx.runs, ctx.palette
+    and the sorted posterior-mean variance Var_x E_q[z_d|x] against the active-unit threshold, its
+    lines coloured and dashed by axis levels like the training curves."""
+    rs = ctx.runs
     kl = sorted_profiles(rs, "kl_per_dim")
     if not kl:
         return None
@@ -79,9 +87,8 @@ def plot_latent_usage(ctx: PlotContext, stem: Path) -> list[Path] | None:
         ax.set_xlabel("latent dimension, sorted by KL (mean over seeds of each run's sorted KL)")
         ax.grid(False)
         for i, v in enumerate(variants):
-            active = pd.to_numeric(
-                finished.loc[finished["variant"] == v, "active_units"], errors="coerce"
-            ).mean()
+            units = finished.loc[finished["variant"] == v].get("active_units")  # None: not evaluated
+            active = pd.to_numeric(units, errors="coerce").mean() if units is not None else math.nan
             if math.isfinite(active):
                 ax.plot([active - 0.5] * 2, [i - 0.5, i + 0.5], color="#ff3355", lw=3, solid_capstyle="butt")
                 ax.annotate(
@@ -98,20 +105,20 @@ def plot_latent_usage(ctx: PlotContext, stem: Path) -> list[Path] | None:
         ax.set_title("KL per latent dimension (red bar: number of active units, mean over seeds)")
         if var:
             ax2 = axes[1, 0]
-            handles, labels = [], []
+            looks = group_style(ctx)  # the training curves' colours and dashes: levels, not 16 names
             for v, values in var.items():
                 ranks = np.arange(1, len(values) + 1)
-                (line,) = ax2.plot(ranks, np.clip(values, 1e-12, None), color=palette[v], lw=2)
-                handles.append(line)
-                labels.append(v)
+                ax2.plot(ranks, np.clip(values, 1e-12, None), lw=2, alpha=0.85, **looks.of_variant(rs, v))
+            handles, labels, title = looks.legend()
             ax2.set_yscale("log")
             ax2.set_xlim(0.5, width + 0.5)
             ax2.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(width, 16)))
             if threshold is not None:
-                ax2.axhline(threshold, color="0.2", ls="--", lw=1.2)
-                handles.append(Line2D([], [], color="0.2", ls="--", lw=1.2))
+                threshold_line = {"color": "black", "ls": (0, (1, 1)), "lw": 1.5}  # unlike any level's dashes
+                ax2.axhline(threshold, **threshold_line)
+                handles.append(Line2D([], [], **threshold_line))
                 labels.append(f"active threshold {threshold:g}")
             ax2.set(xlabel="latent dimension, sorted by Var_x E_q[z|x]", ylabel="Var_x E_q[z|x]")
             ax2.set_title("Posterior-mean variance: a dimension is active above the threshold")
-            figure_legend(fig, handles, labels, "variant")
-        return save(fig, stem)
+            figure_legend(fig, handles, labels, title)
+        return fig
