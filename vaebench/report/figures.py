@@ -68,7 +68,7 @@ def finish_grid(png: Path, scale: int, row_labels: Sequence[str], tile: int) -> 
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
     if row_labels:
         font = label_font(max(12, min(22, tile * scale // 3)))
-        margin = 12 + max(int(font.getlength(text)) for text in row_labels)
+        margin = 24 + max(int(font.getlength(text)) for text in row_labels)  # 18 px clear on the left
         canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")
         canvas.paste(grid, (margin, 0))
         draw = ImageDraw.Draw(canvas)

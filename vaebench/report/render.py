@@ -151,7 +151,8 @@ def _html_table(frame: pd.DataFrame) -> str:
         c: all(is_numeric_text(str(v)) for v in frame[c] if str(v) != MISSING) and len(frame) > 0
         for c in frame.columns
     }
-    head = "".join(f"<th>{_inline(str(c))}</th>" for c in frame.columns)
+    # a header may break after a dot: "model.decoder.logvar_min" would otherwise set a column's width
+    head = "".join(f"<th>{_inline(str(c)).replace('.', '.<wbr>')}</th>" for c in frame.columns)
     rows = []
     for row in frame.itertuples(index=False):
         cells = []
