@@ -20,8 +20,10 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from rich.console import Console
+from typer.testing import CliRunner
 
 from test_report import make_run
+from vaebench.cli import app
 from vaebench.errors import UserError
 from vaebench.report import build_report
 from vaebench.report.load import load_runs
@@ -457,3 +459,15 @@ def test_the_latent_usage_lines_are_told_apart_by_levels_not_by_16_names(grid_ru
     variance_panel = next(ax for ax in fig.axes if ax.get_ylabel() == "Var_x E_q[z|x]")
     lines = variance_panel.get_lines()[:4]  # one per variant, then the threshold
     assert len({(line.get_color(), line.get_linestyle()) for line in lines}) == 4
+
+
+def test_report_cli_group_by_colours_the_curves_by_that_axis(grid_runs_2x2: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    args = ["report", str(grid_runs_2x2), "--out", str(out), "--no-figures"]
+    result = CliRunner().invoke(app, [*args, "--group-by", "beta"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    curves = _section((out / "report.md").read_text(), "Training curves")
+    assert "Colour: beta, line style: decoder" in curves
+    wrong = CliRunner().invoke(app, [*args, "--group-by", "colour"], terminal_width=200)
+    assert wrong.exit_code != 0 and "choose one of decoder, beta, variant" in wrong.output
+    assert (out / "report.md").is_file()  # refused before the previous report was removed
