@@ -471,3 +471,26 @@ def test_report_cli_group_by_colours_the_curves_by_that_axis(grid_runs_2x2: Path
     wrong = CliRunner().invoke(app, [*args, "--group-by", "colour"], terminal_width=200)
     assert wrong.exit_code != 0 and "choose one of decoder, beta, variant" in wrong.output
     assert (out / "report.md").is_file()  # refused before the previous report was removed
+
+
+def test_runs_that_end_at_different_steps_are_averaged_on_epochs(tmp_path: Path) -> None:
+    """Batch 32 trains the same 2 epochs in half the steps of batch 16: averaged per step, its curve
+    would stop halfway; on epochs both cover 0.2..2, each interpolated onto the union of the grids."""
+    for batch, per_epoch in (("16", 20), ("32", 10)):
+        for seed in (0, 1):
+            rows = [
+                {"step": s, "epoch": s / per_epoch, "train/loss": 50.0 - 10 * s / per_epoch + seed}
+                for s in range(per_epoch // 5, 2 * per_epoch + 1, per_epoch // 5)
+            ]
+            axes = {"batch": batch}
+            make_run(tmp_path / "runs", f"batch-{batch}", seed, axes, {"bpd_elbo": 5.0}, curves=rows)
+    rs = load_runs([tmp_path / "runs"])
+
+    fig = training_curves_figure(_context(rs))
+
+    loss = fig.axes[0]
+    assert loss.get_xlabel() == "epoch"
+    for line in loss.get_lines():
+        x, y = line.get_data()
+        assert (x[0], x[-1]) == (pytest.approx(0.2), pytest.approx(2.0))
+        np.testing.assert_allclose(y, 50.5 - 10 * np.asarray(x))  # the mean of seeds 0 and 1
