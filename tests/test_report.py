@@ -369,7 +369,9 @@ def test_reference_level_is_the_first_in_the_experiment_file_the_runs_came_from(
 def test_report_of_constructed_grid_shows_hand_computed_numbers(grid_runs: Path, tmp_path: Path) -> None:
     out = build_report([grid_runs], out=tmp_path / "report", figures=False)
     variants_md = (out / "tables" / "variants.md").read_text()
-    assert "| 1 | decoder-variance_beta-1 | variance | 1 | 2 | 2.7500 ± 0.2121 |" in variants_md
+    assert variants_md.startswith("| rank | decoder | beta | n | bits/dim (−ELBO) | vs best |")
+    assert "| 1 | variance | 1 | 2 | 2.7500 ± 0.2121 | best |" in variants_md  # levels, not the name
+    assert "| 2 | isotropic | 1 | 2 | 3.1000 ± 0.1414 | +0.3500 |" in variants_md
     assert "3.2000 (n=1)" in variants_md
     effects_md = (out / "tables" / "effects.md").read_text()
     half = T1 * statistics.stdev([-0.3, -0.4]) / math.sqrt(2)
@@ -578,6 +580,7 @@ def test_report_of_real_runs_writes_every_file(quickstart_report: Path) -> None:
     for variant in ("isotropic", "variance"):
         for figure in ("reconstructions", "interpolation", "temperature", "curves"):
             expected |= {f"figures/{variant}/{figure}.{ext}" for ext in ("png", "pdf")}
+    expected |= {f"figures/reconstructions_by_variant.{ext}" for ext in ("png", "pdf")}
     assert expected <= files
     assert not any(f.startswith("plots/beta_sweep") for f in files)  # beta is the same in both variants
     assert not any(f.startswith("tables/attention") for f in files)  # every run finished
@@ -588,6 +591,20 @@ def test_report_of_real_runs_writes_every_file(quickstart_report: Path) -> None:
         assert pixels.std() > 0, f"{png} is blank"
     with Image.open(quickstart_report / "figures" / "isotropic" / "temperature.png") as image:
         assert image.height == 2 * 5 * (16 + 2) + 2 * 2  # 5 temperature rows of 16 px tiles, padded, x2
+    with Image.open(quickstart_report / "figures" / "isotropic" / "interpolation.png") as image:
+        # 2 pairs; each row: the real first image, 4 decoded steps, the real second image
+        assert image.size == (2 * (6 * (16 + 2) + 2), 2 * (2 * (16 + 2) + 2))
+    grid_width = 2 * (4 * (16 + 2) + 2)  # 4 images of 16 px, padded, x2
+    with Image.open(quickstart_report / "figures" / "reconstructions_by_variant.png") as image:
+        # inputs and one row per variant (3 rows), labels on the left
+        assert image.height == 2 * (3 * (16 + 2) + 2) and image.width > grid_width
+        across = np.asarray(image.convert("RGB"))[:, -grid_width:]
+    for row, variant in enumerate(("isotropic", "variance"), start=1):
+        with Image.open(quickstart_report / "figures" / variant / "reconstructions.png") as image:
+            own = np.asarray(image.convert("RGB"))[:, -grid_width:]  # inputs over this variant's recons
+        tile = 2 * (16 + 2)
+        assert np.array_equal(across[: tile + 4], own[: tile + 4])  # the same inputs on top
+        assert np.array_equal(across[row * tile + 4 : (row + 1) * tile], own[tile + 4 : 2 * tile])
 
 
 def test_real_tables_equal_the_summaries_of_the_runs(quickstart_runs: Path, quickstart_report: Path) -> None:
@@ -629,7 +646,7 @@ def test_real_tables_equal_the_summaries_of_the_runs(quickstart_runs: Path, quic
 def test_html_is_self_contained(quickstart_report: Path) -> None:
     text = (quickstart_report / "report.html").read_text()
     sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', text)
-    assert len(sources) == 4 + 2 * 4  # 4 plots, 4 figures per variant
+    assert len(sources) == 4 + 1 + 2 * 4  # 4 plots, the cross-variant grid, 4 figures per variant
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"(src|href)=\"(https?:)?//", text)
     assert "<link" not in text and "<script" not in text

@@ -293,22 +293,35 @@ def run(
 
 def results_table(results: list) -> Table:
     """What ran, with its headline numbers and where its folder is."""
-    table = Table(title="runs", header_style="bold")
-    for col in ("run folder", "status", "val bpd", "test bpd (ELBO)", "time"):
-        table.add_column(col, overflow="fold")
+    table = Table(
+        title="runs", header_style="bold", caption="bpd: bits/dim of the -ELBO (val: last validation)",
+        caption_justify="left",
+    )  # fmt: skip
+    table.add_column("run folder", overflow="fold")  # the one column that may fold: numbers never break
+    for col in ("status", "val bpd", "test bpd"):
+        table.add_column(col, no_wrap=True, justify="left" if col == "status" else "right")
+    table.add_column("time", overflow="fold")  # holds the error of a failed run
     colours = {"finished": "green", "skipped": "dim", "failed": "red", "stopped": "yellow"}
     for r in results:
         s = r.summary
         val = s.get("val/bpd_elbo")
         test = s.get("test/bpd_elbo")
         table.add_row(
-            str(r.run_dir),
+            _shown_path(r.run_dir),
             f"[{colours.get(r.status, '')}]{r.status}[/]",
             f"{val:.4f}" if isinstance(val, float) else "-",
             f"{test:.4f}" if isinstance(test, float) else "-",
             f"{r.wall_s:.0f} s" if r.status == "finished" else escape((r.error or "")[:300]),
         )
     return table
+
+
+def _shown_path(path: Path) -> str:
+    """A path relative to the working directory when it is below it (runs/x/v/seed0), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @app.command("sweep")
@@ -551,6 +564,14 @@ def report(
     force: Annotated[
         bool, typer.Option(help="Replace a report in --out that was made from other runs.")
     ] = False,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            metavar="AXIS",
+            help="Axis whose levels colour the training curves (a second axis sets the line style); "
+            "default: the axis with the most levels; 'variant': one colour per variant.",
+        ),
+    ] = None,
 ) -> None:
     """Tables, plots and write-up figures of an experiment's runs, tied together in report.md and report.html.
 
@@ -577,6 +598,7 @@ def report(
             device=device,
             console=console,
             force=force,
+            group_by=group_by,
         )
     variants = format_variant_table(read_variant_table(path / "tables" / "variants.csv"))
     if variants.empty:

@@ -322,26 +322,45 @@ class Board:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _render(self) -> Group:
+        """The table at the console's width: device, status and time always whole; the run name
+        shortened in the middle (its /seed<k> end stays) and the last output cut, when space runs out."""
         counts: dict[str, int] = {}
         for row in self.rows.values():
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         head = ", ".join(f"{n} {s}" for s, n in counts.items()) or "starting"
-        table = Table(header_style="bold", box=None, pad_edge=False)
-        for col in ("run", "device", "status", "time", "last output"):
-            table.add_column(
-                col, no_wrap=True, overflow="ellipsis", max_width=None if col != "last output" else 90
-            )
-        colours = {"running": "cyan", "finished": "green", "failed": "red", "skipped": "dim"}
         items = list(self.rows.items())
         running = [(n, r) for n, r in items if r["status"] == "running"]
         ended = [(n, r) for n, r in items if r["status"] != "running"][-8:]  # the latest few
+        cells = []
         for name, row in ended + running:
             wall = row.get("wall", time.monotonic() - row["t0"])
             info = row.get("note") or (last_line(row["log"]) if row["status"] == "running" else "")
-            colour = colours.get(row["status"], "yellow")
-            table.add_row(name, row["device"], f"[{colour}]{row['status']}[/]", f"{wall:.0f} s", Text(info))
+            cells.append((name, row["device"], row["status"], f"{wall:.0f} s", info))
+        columns = ("run", "device", "status", "time", "last output")
+        whole = {c: max([len(c), *(len(cell[i]) for cell in cells)]) for i, c in enumerate(columns)}
+        fixed = whole["device"] + whole["status"] + whole["time"] + 2 * (len(columns) - 1)
+        output = min(90, whole["last output"], max(24, self.console.width - fixed - whole["run"]))
+        run_width = max(16, min(whole["run"], self.console.width - fixed - output))
+        table = Table(header_style="bold", box=None, pad_edge=False)
+        for col in columns:
+            width = {"run": run_width, "last output": output}.get(col, whole[col])
+            table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=width, max_width=width)
+        colours = {"running": "cyan", "finished": "green", "failed": "red", "skipped": "dim"}
+        for name, device, status, wall, info in cells:
+            colour = colours.get(status, "yellow")
+            run = Text(middle_cut(name, run_width))
+            table.add_row(run, device, f"[{colour}]{status}[/]", wall, Text(info))
         total = f" of {self.total}" if self.total else ""
         return Group(Text(f"runs{total}: {head}", style="bold"), table)
+
+
+def middle_cut(text: str, width: int) -> str:
+    """`text` in at most `width` characters, cut in the middle ("decoder-isotr…batch-16/seed1"): the end
+    of a run name says its variant's last levels and its seed, which an ellipsis at the end would hide."""
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
 
 
 # ----------------------------------------------------------------------------- the pool

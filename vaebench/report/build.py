@@ -6,7 +6,8 @@ The output folder (default reports/<experiment>/) holds::
     tables/                      runs.csv and curves.csv (tidy, every run), and variants, effects,
                                  spec_differences, environment (and attention, if a run needs it)
                                  each as .csv (numbers), .md and .tex (booktabs)
-    plots/                       curves, bits_per_dim, effects, latent_usage, beta_sweep: .png and .pdf
+    plots/                       every registered plot (`vaebench.report.plots`): curves, bits_per_dim,
+                                 effects, latent_usage, beta_sweep, ...: .png and .pdf
     figures/<variant>/           reconstructions, interpolation, temperature, curves: .png and .pdf
     .vaebench-report             marks the folder as a report, so regenerating may replace it
 
@@ -29,16 +30,13 @@ from vaebench.errors import UserError
 from vaebench.report import render
 from vaebench.report.load import RunSet, load_runs
 from vaebench.report.metrics import REPORT_METRICS, metric
-from vaebench.report.plots import (
-    plot_axis_effects,
-    plot_beta_sweep,
-    plot_bits_per_dim,
-    plot_latent_usage,
-    plot_run_curves,
-    plot_training_curves,
-    variant_palette,
-)
+from vaebench.report.plots import PlotContext, registered, variant_palette
+from vaebench.report.plots.grouping import curve_grouping
+from vaebench.report.plots.registry import CURVES, EFFECTS, LATENT, RESULTS, SECTIONS
+from vaebench.report.plots.run_curves import plot_run_curves
 from vaebench.report.tables import (
+    PERCEPTUAL_SHARE,
+    TIED,
     attention_table,
     axis_effects,
     degenerate_metrics,
@@ -46,6 +44,7 @@ from vaebench.report.tables import (
     format_effects,
     format_interactions,
     format_variant_table,
+    has_perceptual_term,
     interaction_effects,
     level_means,
     rank_variants,
@@ -56,6 +55,7 @@ from vaebench.report.tables import (
 from vaebench.runfolder import atomic_write_text
 
 MARKER = ".vaebench-report"
+OPEN_FIGURES = 4  # with more variants than this, each variant's write-up figures are folded (HTML)
 _OWNED = ("tables", "plots", "figures", "report.md", "report.html")
 
 
@@ -183,6 +183,7 @@ def build_report(
     device: str = "cpu",
     console: Console | None = None,
     force: bool = False,
+    group_by: str | None = None,
 ) -> Path:
     """Write the report of one experiment's runs and return its folder.
 
@@ -192,7 +193,8 @@ def build_report(
     orders the variant table and picks each variant's best run; figure_runs: run folders to draw the
     write-up figures from instead of each variant's best; figures: False skips them (no checkpoints
     are read); console: where the loading progress bar goes (None: no bar); force: replace a report
-    in `out` made from other runs.
+    in `out` made from other runs; group_by: the axis whose levels colour the training curves (default:
+    the axis with the most levels; "variant": one colour per variant).
     """
     if rank_by not in {m.key for m in REPORT_METRICS}:
         choices = ", ".join(m.key for m in REPORT_METRICS)
@@ -213,6 +215,7 @@ def build_report(
         rs = load_wandb(wandb_api, wandb_path, experiment, console)
     else:
         rs = load_runs(list(run_dirs), experiment, console)
+    curve_grouping(rs, group_by)  # a wrong --group-by fails before the previous report is removed
     out = Path(out) if out is not None else Path("reports") / rs.experiment
     prepare_output(out, report_selection(rs), force)
     tables_dir, plots_dir = out / "tables", out / "plots"
@@ -256,17 +259,19 @@ def build_report(
             tables_dir, "environment", environment, environment, "Environment of each variant's runs."
         )
 
-    # Plots
+    # Plots: every registered plot, into the section it names
     palette = variant_palette(rs.variants)
-    plots = {
-        "bits_per_dim": plot_bits_per_dim(rs, palette, plots_dir / "bits_per_dim"),
-        "effects": plot_axis_effects(
-            effects, [m for m in REPORT_METRICS if m.key not in flags], plots_dir / "effects"
-        ),
-        "curves": plot_training_curves(rs, palette, plots_dir / "curves"),
-        "latent_usage": plot_latent_usage(rs, palette, plots_dir / "latent_usage"),
-        "beta_sweep": plot_beta_sweep(rs, palette, plots_dir / "beta_sweep"),
-    }
+    ctx = PlotContext(
+        runs=rs,
+        palette=palette,
+        order=list(variants["variant"]),
+        ranks={str(r.variant): int(r.rank) for r in variants.itertuples() if pd.notna(r.rank)},
+        rank_by=by,
+        effects=effects,
+        metrics=[m for m in REPORT_METRICS if m.key not in flags],
+        group_by=group_by,
+    )
+    plots = draw_plots(ctx, plots_dir, out)
 
     # Write-up figures
     writeup: list[render.Block] = []
@@ -290,6 +295,29 @@ def build_report(
 # ----------------------------------------------------------------------------- the document
 
 
+def draw_plots(ctx: PlotContext, plots_dir: Path, out: Path) -> dict[str, list[render.Block]]:
+    """Draw every registered plot into plots/<name>.png/.pdf: per section, the blocks that show them
+    (the image with its caption, or the plot's `missing` text when it had nothing to draw)."""
+    sections: dict[str, list[render.Block]] = {section: [] for section in SECTIONS}
+    for entry in registered():
+        paths = entry.draw(ctx, plots_dir / entry.name)
+        blocks = sections.setdefault(entry.section, [])
+        if paths:
+            blocks += _image(paths, out, entry.caption_for(ctx))
+        elif entry.missing:
+            blocks.append(render.Text(entry.missing))
+    return sections
+
+
+def _extra_sections(plots: dict[str, list[render.Block]]) -> list[render.Block]:
+    """Sections that only registered plots name: a heading each, after the report's own sections."""
+    blocks: list[render.Block] = []
+    for section, shown in plots.items():
+        if section not in SECTIONS and shown:
+            blocks += [render.Heading(section), *shown]
+    return blocks
+
+
 def _image(paths: list[Path] | None, out: Path, caption: str, pixelated: bool = False) -> list[render.Block]:
     if not paths:
         return []
@@ -306,7 +334,7 @@ def _document(
     spec_diff: pd.DataFrame,
     shared: pd.DataFrame,
     environment: pd.DataFrame,
-    plots: dict[str, list[Path] | None],
+    plots: dict[str, list[render.Block]],
     by: Any,
     flags: dict[str, str],
 ) -> list[render.Block]:
@@ -332,18 +360,22 @@ def _document(
 
     direction = {True: "higher is better", False: "lower is better", None: ""}[by.higher_is_better]
     blocks += [
-        render.Heading("Results by variant"),
+        render.Heading(RESULTS),
         render.Text(
             f"Mean ± standard deviation over seeds (n = finished runs; a single run shows its value), "
-            f"ranked by {by.label} ({direction}). Bits/dim are per dimension of the 8-bit images; KL and "
-            "mutual information are in nats per image; MI is a minibatch estimate, bounded by the log of "
-            "its batch size."
+            f"ranked by {by.label} ({direction}); one column per ablation axis gives the variant's "
+            f"levels. `vs best`: the difference to the best variant's mean; {TIED} marks a difference "
+            "within the seed spread (no larger than the larger of the two standard deviations), where "
+            "these seeds do not settle the order. Bits/dim are per dimension of the 8-bit images; KL "
+            "and mutual information are in nats per image; MI is a minibatch estimate, bounded by the "
+            "log of its batch size."
         ),
         render.Table(variants_text) if len(variants_text) else render.Text("No run has finished yet."),
-        *_image(plots["bits_per_dim"], out, "Bits/dim by variant: dots are seeds, diamonds mean ± 1 sd."),
+        *_perceptual_note(rs),
+        *plots[RESULTS],
     ]
 
-    blocks.append(render.Heading("Effect of each ablation axis"))
+    blocks.append(render.Heading(EFFECTS))
     if effects_text.empty:
         blocks.append(
             render.Text("No axis has two levels with finished runs, so there are no effects to show.")
@@ -362,25 +394,29 @@ def _document(
             ),
             render.Table(effects_text),
             *(render.Text(f"Not an effect: {metric(key).label} is {why}.") for key, why in flags.items()),
-            *_image(plots["effects"], out, "Axis effects: mean paired difference with its 95% interval."),
         ]
+    blocks += plots[EFFECTS]
 
-    blocks.append(render.Heading("Training curves"))
-    blocks += _image(plots["curves"], out, "Mean over seeds; band ±1 sd (none for a single seed).") or [
-        render.Text("No finished run logged training metrics.")
-    ]
-
-    blocks.append(render.Heading("Latent usage"))
-    blocks += _image(
-        plots["latent_usage"],
-        out,
-        "Top: KL per latent dimension, dimensions sorted by KL; the red bar marks the number of active "
-        "units. Bottom: posterior-mean variance per dimension against the active-unit threshold.",
-    ) or [render.Text("No per-dimension statistics: evaluate the runs (`vaebench evaluate`).")]
-    blocks += _image(
-        plots["beta_sweep"], out, "Active units, KL and MI against β; grey lines join the means."
-    )
+    blocks += [render.Heading(CURVES), *plots[CURVES]]
+    blocks += [render.Heading(LATENT), *plots[LATENT]]
+    blocks += _extra_sections(plots)
     return blocks
+
+
+def _perceptual_note(rs: RunSet) -> list[render.Block]:
+    """What the perceptual share column means, when a run has a perceptual term."""
+    if not has_perceptual_term(rs):
+        return []
+    weights = pd.to_numeric(rs.finished["loss.perceptual_weight"], errors="coerce")
+    shown = ", ".join(f"{w:g}" for w in sorted(weights.dropna().unique()))
+    return [
+        render.Text(
+            f"Perceptual term (loss.perceptual_weight = {shown}): `{PERCEPTUAL_SHARE.label}` is "
+            "100 × perceptual_weight × train/perceptual / train/loss at the last logged training step, the "
+            "part of the objective the bits/dim columns leave out. A variant whose loss is mostly "
+            "perceptual is ranked on a likelihood it was not mainly trained for."
+        )
+    ]
 
 
 def _writeup_section(
@@ -393,7 +429,7 @@ def _writeup_section(
     scale: int,
     device: str,
 ) -> list[render.Block]:
-    from vaebench.report.figures import writeup_figures
+    from vaebench.report.figures import reconstruction_comparison
 
     if figure_runs:
         by_dir = {str(Path(r.local_dir).resolve()): r.run for r in rs.records if r.local_dir is not None}
@@ -412,32 +448,84 @@ def _writeup_section(
         render.Text(
             f"From {why}, made from its checkpoint (best.pt): `vaebench report` regenerates them "
             "with --figure-images and --figure-scale. Reconstructions: test images (top) over the decoder "
-            "means of their posterior means. Interpolation: decoded straight lines between the posterior "
-            "means of pairs of test images. Temperature: prior samples z ~ N(0, τ²I), the same noise in "
-            "every row."
+            "means of their posterior means. Interpolation: each row starts at a real test image (left), "
+            "decodes the straight line between the posterior means of it and a second image, and ends at "
+            "that real image (right). Temperature: prior samples z ~ N(0, τ²I), the same noise in every "
+            "row."
         ),
     ]
+    local = {title: rs.record(run) for title, run in chosen.items()}
+    local = {title: rec for title, rec in local.items() if rec.local_dir is not None}
+    if len(local) > 1:
+        rows = {_row_label(rs, title, rec): Path(rec.local_dir or ".") for title, rec in local.items()}
+        paths, skipped = reconstruction_comparison(
+            rows,
+            out / "figures" / "reconstructions_by_variant.png",
+            images=images,
+            scale=scale,
+            device=device,
+        )
+        order = " · ".join(a for a in rs.axes if a != "variant") or "variant"
+        blocks += [
+            render.Heading("Reconstructions across variants", level=3),
+            *_image(
+                paths,
+                out,
+                f"The same first {images} test images (top row) reconstructed by each variant's run, one "
+                f"row per variant, labelled {order}.",
+                pixelated=True,
+            ),
+            *(render.Text(f"Not in the comparison: {label}: {why}.") for label, why in skipped.items()),
+        ]
+    collapse = len(chosen) > OPEN_FIGURES
+    if collapse:
+        blocks.append(
+            render.Text(
+                f"Each variant's own figures follow, folded ({len(chosen)} variants): open one to see them. "
+                "In report.md they are listed in full."
+            )
+        )
     for title, run in chosen.items():
         rec = rs.record(run)
-        folder = out / "figures" / title.replace("/", "_").replace(" ", "_")
-        blocks.append(render.Heading(f"{title}: `{rec.label}`", level=3))
-        if rec.local_dir is None:
-            blocks.append(render.Text("No checkpoint here (a W&B run): run the report on the run folders."))
-            continue
-        try:
-            made = writeup_figures(rec.local_dir, folder, images=images, scale=scale, device=device)
-        except UserError as err:
-            blocks.append(render.Text(f"No figures: {err}"))
-            continue
-        captions = {
-            "reconstructions": "Reconstructions: inputs over reconstructions.",
-            "interpolation": "Latent interpolation between pairs of test images.",
-            "temperature": "Prior samples at temperatures τ (rows).",
-        }
-        shown = [block for name, paths in made.items() for block in _image(paths, out, captions[name], True)]
-        shown += _image(plot_run_curves(rs, run, palette, folder / "curves"), out, "Loss curves of this run.")
-        blocks.append(render.Row([b for b in shown if isinstance(b, render.Image)]))
+        inner = _variant_figures(rs, run, out, title, palette, images, scale, device)
+        heading = f"{title}: `{rec.label}`"
+        if collapse:
+            blocks.append(render.Details(heading, inner))
+        else:
+            blocks += [render.Heading(heading, level=3), *inner]
     return blocks
+
+
+def _variant_figures(
+    rs: RunSet, run: str, out: Path, title: str, palette: dict, images: int, scale: int, device: str
+) -> list[render.Block]:
+    """One run's reconstructions, interpolation, temperature grid and loss curves, side by side."""
+    from vaebench.report.figures import writeup_figures
+
+    rec = rs.record(run)
+    folder = out / "figures" / title.replace("/", "_").replace(" ", "_")
+    if rec.local_dir is None:
+        return [render.Text("No checkpoint here (a W&B run): run the report on the run folders.")]
+    try:
+        made = writeup_figures(rec.local_dir, folder, images=images, scale=scale, device=device)
+    except UserError as err:
+        return [render.Text(f"No figures: {err}")]
+    captions = {
+        "reconstructions": "Reconstructions: inputs over reconstructions.",
+        "interpolation": "Latent interpolation between pairs of test images (real images at the ends).",
+        "temperature": "Prior samples at temperatures τ (rows).",
+    }
+    shown = [block for name, paths in made.items() for block in _image(paths, out, captions[name], True)]
+    shown += _image(plot_run_curves(rs, run, palette, folder / "curves"), out, "Loss curves of this run.")
+    return [render.Row([b for b in shown if isinstance(b, render.Image)])]
+
+
+def _row_label(rs: RunSet, title: str, rec: Any) -> str:
+    """A short row label for a cross-variant grid: the variant's levels ("variance · on · 32"), not its
+    long name; the seed is added when --figures-from picked runs (two of one variant can be shown)."""
+    axes = [a for a in rs.axes if a != "variant"]
+    levels = " · ".join(str(rs.runs.set_index("run").loc[rec.run, a]) for a in axes) if axes else rec.variant
+    return levels if title == rec.variant else f"{levels} (seed {rec.seed})"
 
 
 def _settings_section(

@@ -1,8 +1,11 @@
 """Write-up figures made from a run's checkpoint, so they can be remade at any count and size.
 
 For one run: reconstructions (inputs over reconstructions), a latent interpolation between pairs of
-test images, and a temperature grid (one row per tau in `vaebench.figures.TEMPERATURES`, the same
-noise in every row). The grids come from `vaebench.figures`; here they are enlarged with
+test images (each row between the two real images it starts and ends at), and a temperature grid (one
+row per tau in `vaebench.figures.TEMPERATURES`, the same noise in every row). Across variants: one
+reconstruction grid of the same test images, one row per variant under the inputs, so that variants
+are compared image by image. The grids come from `vaebench.figures` (or are laid out the same way
+here); they are enlarged with
 nearest-neighbour scaling (pixels stay pixels: a 16x16 image is not smoothed into a blur), given
 row labels, and saved as PNG and PDF. Everything is deterministic: the first test images, fixed seeds.
 """
@@ -16,13 +19,15 @@ from pathlib import Path
 import matplotlib
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+from torchvision.utils import save_image
 
 from vaebench import data as datasets
 from vaebench.batches import eval_batches, to_float
 from vaebench.device import resolve_device
 from vaebench.errors import UserError
 from vaebench.evaluate import checkpoint_path, load_run_spec, load_trained_model
-from vaebench.figures import TEMPERATURES, interpolation_grid, reconstruction_grid, temperature_grid
+from vaebench.figures import TEMPERATURES, reconstruction_grid, temperature_grid
 from vaebench.vae import VAE
 
 PADDING = 2  # pixels between images in vaebench.figures grids (torchvision's save_image padding)
@@ -63,7 +68,7 @@ def finish_grid(png: Path, scale: int, row_labels: Sequence[str], tile: int) -> 
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
     if row_labels:
         font = label_font(max(12, min(22, tile * scale // 3)))
-        margin = 12 + max(int(font.getlength(text)) for text in row_labels)
+        margin = 24 + max(int(font.getlength(text)) for text in row_labels)  # 18 px clear on the left
         canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")
         canvas.paste(grid, (margin, 0))
         draw = ImageDraw.Draw(canvas)
@@ -78,6 +83,54 @@ def finish_grid(png: Path, scale: int, row_labels: Sequence[str], tile: int) -> 
     return [png, pdf]
 
 
+def save_grid(images: Tensor, path: Path, nrow: int) -> Path:
+    """Images (N, 3, H, W) in [0, 1] as a grid of `nrow` columns, padded like `vaebench.figures`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.float().clamp(0, 1).cpu(), path, nrow=nrow, padding=PADDING, pad_value=1.0)
+    return path
+
+
+@torch.no_grad()
+def interpolation_with_ends(model: VAE, pairs: Tensor, steps: int, path: Path) -> Path:
+    """One row per pair (P, 2, 3, H, W): the real x1, the decoded line between the posterior means of
+    x1 and x2 in `steps` steps, the real x2. Beside the real images, the ends of the line show what the
+    reconstruction loses, and the middle what the latent space fills in."""
+    rows = [torch.cat([a[None], model.interpolate(a[None], b[None], steps), b[None]]) for a, b in pairs]
+    return save_grid(torch.cat(rows), path, nrow=steps + 2)
+
+
+@torch.no_grad()
+def reconstruction_comparison(
+    runs: dict[str, Path], png: Path, *, images: int = 8, scale: int = 2, device: str = "cpu"
+) -> tuple[list[Path], dict[str, str]]:
+    """The first `images` test images (top row) and, one row per run, their reconstructions by that
+    run's model (best.pt), rows labelled with the keys of `runs`; as `png` (and its PDF).
+
+    The inputs are those of the first run; a run whose test images differ (another dataset or image
+    size) is left out. Returns the paths and, per left-out run, why (a checkpoint or data error too).
+    """
+    dev = resolve_device(device)  # type: ignore[arg-type]
+    x: Tensor | None = None
+    rows, labels, skipped = [], [], {}
+    for label, run_dir in runs.items():
+        try:
+            own = first_test_images(run_dir, max(images, 2), dev)
+            if x is None:
+                x = own
+            elif own.shape != x.shape or not torch.equal(own, x):
+                skipped[label] = "its test images differ from the first variant's"
+                continue
+            model, _ = load_model(run_dir, dev)
+            rows.append(model.reconstruct(x))
+            labels.append(label)
+        except UserError as err:
+            skipped[label] = str(err)
+    if x is None or not rows:
+        return [], skipped
+    save_grid(torch.cat([x, *rows]), png, nrow=len(x))
+    return finish_grid(png, scale, ["input", *labels], x.shape[-1]), skipped
+
+
 @torch.no_grad()
 def writeup_figures(
     run_dir: Path, folder: Path, *, images: int = 8, scale: int = 2, device: str = "cpu"
@@ -85,7 +138,8 @@ def writeup_figures(
     """Reconstruction, interpolation and temperature grids of one run, in `folder`.
 
     images: columns of every grid (reconstructions of `images` test images, interpolations in `images`
-    steps between min(4, images // 2) pairs, `images` samples per temperature); scale: enlargement.
+    steps between min(4, images // 2) pairs, plus the two real images; `images` samples per
+    temperature); scale: enlargement.
     Raises UserError when the checkpoint or the data cannot be read.
     """
     dev = resolve_device(device)  # type: ignore[arg-type]
@@ -100,7 +154,7 @@ def writeup_figures(
             ["input", "recon"],
         ),
         "interpolation": (
-            interpolation_grid(
+            interpolation_with_ends(
                 model, x[: 2 * pairs].reshape(pairs, 2, *x.shape[1:]), n, folder / "interpolation.png"
             ),
             [],

@@ -5,6 +5,8 @@ checkpoints/, or is named seed<k>) becomes a `RunRecord` with a status, so that 
 silently and nothing crashes the report:
 
     finished    DONE marker present and the files readable (metrics may still be missing: not evaluated)
+    evaluating  no DONE marker, but training logged its last step: the final evaluation is running, or
+                was interrupted (rerunning `vaebench run` goes straight to it)
     unfinished  no DONE marker: training stopped (Ctrl-C, a crash, a non-finite loss) or is still going
     diverged    a logged loss or evaluated bound is non-finite (null in the JSON files)
     broken      spec.yaml missing or unreadable, or a JSON file corrupt
@@ -32,7 +34,7 @@ from vaebench.errors import UserError
 from vaebench.experiments import load_experiment
 from vaebench.runfolder import RunPaths, read_json, read_metrics, read_run_document
 
-Status = Literal["finished", "unfinished", "diverged", "broken", "replaced"]
+Status = Literal["finished", "evaluating", "unfinished", "diverged", "broken", "replaced"]
 
 # Columns of the runs table that are not axes; an axis with one of these names gets " (axis)" appended.
 RUN_COLUMNS = ("run", "label", "experiment", "variant", "seed", "status", "reason")
@@ -76,7 +78,7 @@ class RunSet:
     source: str  # where the runs came from, for the report's first line
     records: list[RunRecord]
     runs: pd.DataFrame  # one row per run (every status); axes and metrics as columns
-    curves: pd.DataFrame  # long: run, variant, seed, step, metric, value (every run with a metrics log)
+    curves: pd.DataFrame  # long: run, variant, seed, <axes>, step, metric, value (every run with a log)
     axes: list[str]  # axis columns of `runs`, in the experiment's order
     levels: dict[str, list[str]]  # axis column -> levels, the first being the reference of axis effects
     variants: list[str]  # variant names in the experiment's order
@@ -200,6 +202,24 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def training_complete(record: RunRecord) -> bool:
+    """Whether the metrics log reached the run's last step (train.steps, or train.epochs passes).
+
+    Training logs a row at its last step before it checkpoints and evaluates, so a run without DONE
+    whose log reached that step is in (or was stopped in) its final evaluation, not half trained.
+    """
+    if not record.curves:
+        return False
+    last = record.curves[-1]
+    train = (record.spec or {}).get("train") or {}
+    steps, epochs = train.get("steps"), train.get("epochs")
+    if isinstance(steps, int) and isinstance(last.get("step"), int):
+        return last["step"] >= steps
+    if _finite(epochs) and _finite(last.get("epoch")):
+        return last["epoch"] >= epochs * (1 - 1e-9)
+    return False
+
+
 def classify(record: RunRecord, done: bool) -> None:
     """Set the status of a readable run: diverged, unfinished or finished (with a note when not evaluated).
 
@@ -224,6 +244,16 @@ def classify(record: RunRecord, done: bool) -> None:
         step = record.curves[-1].get("step", 0) if record.curves else 0
         total = ((record.spec or {}).get("train") or {}).get("steps")
         of = f" of {total}" if total else ""
+        if training_complete(record):
+            record.status = "evaluating"
+            record.reason = "; ".join(
+                [
+                    f"trained to its last step ({step}{of}), no DONE marker yet: evaluating (or the "
+                    "evaluation was interrupted: rerun `vaebench run` to finish it)",
+                    *notes,
+                ]
+            )
+            return
         record.status = "unfinished"
         record.reason = "; ".join(
             [f"no DONE marker: stopped at step {step}{of} (rerun `vaebench run` to resume)", *notes]
@@ -272,7 +302,8 @@ def _axis_column(axis: str) -> str:
     """The runs-table column of an axis; the axis "variant" (explicit variant lists) is the variant column."""
     if axis == "variant":
         return axis
-    return f"{axis} (axis)" if axis in RUN_COLUMNS or axis == "eval_split" else axis
+    taken = (*RUN_COLUMNS, "eval_split", "step", "metric", "value")  # columns of runs.csv and curves.csv
+    return f"{axis} (axis)" if axis in taken else axis
 
 
 def run_row(rec: RunRecord, axis_columns: dict[str, str]) -> dict[str, Any]:
@@ -302,7 +333,26 @@ def run_row(rec: RunRecord, axis_columns: dict[str, str]) -> dict[str, Any]:
     spec = rec.spec or {}
     row["loss.beta"] = (spec.get("loss") or {}).get("beta")
     row["model.latent_dim"] = (spec.get("model") or {}).get("latent_dim")
+    weight = (spec.get("loss") or {}).get("perceptual_weight") or 0.0
+    row["loss.perceptual_weight"] = weight
+    row["perceptual_share"] = perceptual_share(rec.curves, weight)
     return row
+
+
+def perceptual_share(curves: Sequence[dict[str, Any]], weight: float) -> float:
+    """The perceptual term's share of the training loss at the last logged training row, in percent:
+    100 * perceptual_weight * train/perceptual / train/loss (0 without the term; NaN when not logged).
+
+    The report's bits/dim leave the perceptual term out, so a variant whose loss is mostly perceptual
+    optimised something the likelihood columns do not show; this says how much.
+    """
+    if not weight:
+        return 0.0
+    for row in reversed(curves):
+        term, loss = row.get("train/perceptual"), row.get("train/loss")
+        if _finite(term) and _finite(loss) and loss != 0:
+            return 100.0 * float(weight) * float(term) / float(loss)
+    return math.nan
 
 
 def curves_table(records: Iterable[RunRecord]) -> pd.DataFrame:
@@ -320,6 +370,17 @@ def curves_table(records: Iterable[RunRecord]) -> pd.DataFrame:
                 value = math.nan if value is None else float(value)
                 rows.append((rec.run, rec.variant, rec.seed, step, key, value))
     return pd.DataFrame(rows, columns=["run", "variant", "seed", "step", "metric", "value"])
+
+
+def with_axis_columns(curves: pd.DataFrame, runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """`curves` with one column per axis (the run's level) after run, variant and seed, as in runs.csv,
+    so that tables/curves.csv can be filtered and grouped by axis level without joining runs.csv."""
+    extra = [a for a in axes if a not in curves.columns]
+    if not extra:
+        return curves
+    levels = runs.drop_duplicates("run").set_index("run")[extra]
+    joined = curves.join(levels, on="run")
+    return joined[["run", "variant", "seed", *extra, "step", "metric", "value"]]
 
 
 def make_run_set(records: list[RunRecord], experiment: str | None, source: str) -> RunSet:
@@ -380,6 +441,7 @@ def make_run_set(records: list[RunRecord], experiment: str | None, source: str) 
 
     rows = [run_row(r, axis_columns) for r in records]
     runs = pd.DataFrame(rows)
+    curves = with_axis_columns(curves_table(records), runs, list(axis_columns.values()))
     order = {name: i for i, name in enumerate(ordered)}
     runs = (
         runs.assign(_order=runs["variant"].map(order).fillna(len(order)))
@@ -392,7 +454,7 @@ def make_run_set(records: list[RunRecord], experiment: str | None, source: str) 
         source=source,
         records=records,
         runs=runs,
-        curves=curves_table(records),
+        curves=curves,
         axes=list(axis_columns.values()),
         levels=levels,
         variants=ordered,

@@ -116,11 +116,11 @@ nav { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; paddin
 nav ul { margin: 4px 0; padding-left: 18px; columns: 2; }
 .table-wrap { overflow-x: auto; margin: 8px 0 18px; }
 table { border-collapse: collapse; font-size: 13.5px; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #d0d7de; padding: 4px 10px; white-space: nowrap; }
-th { background: #f3f4f6; text-align: left; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; white-space: nowrap; }
+th { background: #f3f4f6; text-align: left; white-space: normal; vertical-align: bottom; min-width: 3em; }
 td.num { text-align: right; }
 tr:nth-child(even) td { background: #fafbfc; }
-td.status-unfinished { color: #9a6700; font-weight: 600; }
+td.status-unfinished, td.status-evaluating { color: #9a6700; font-weight: 600; }
 td.status-diverged, td.status-broken { color: #cf222e; font-weight: 600; }
 td.reason { white-space: normal; min-width: 420px; }
 figure { margin: 12px 0 24px; }
@@ -151,7 +151,8 @@ def _html_table(frame: pd.DataFrame) -> str:
         c: all(is_numeric_text(str(v)) for v in frame[c] if str(v) != MISSING) and len(frame) > 0
         for c in frame.columns
     }
-    head = "".join(f"<th>{_inline(str(c))}</th>" for c in frame.columns)
+    # a header may break after a dot: "model.decoder.logvar_min" would otherwise set a column's width
+    head = "".join(f"<th>{_inline(str(c)).replace('.', '.<wbr>')}</th>" for c in frame.columns)
     rows = []
     for row in frame.itertuples(index=False):
         cells = []
@@ -163,11 +164,13 @@ def _html_table(frame: pd.DataFrame) -> str:
                 classes.append("reason")
             attr = f' class="{" ".join(classes)}"' if classes else ""
             text = _inline(str(value))
-            if (
-                numeric[column] and " [" in text
-            ):  # an effect: the interval on its own line keeps columns narrow
+            # an effect's interval, a mean's "± sd" on a line of their own keep 16 columns in a page
+            if numeric[column] and " [" in text:
                 mean, interval = text.split(" [", 1)
                 text = f'{mean}<span class="interval">[{interval}</span>'
+            elif numeric[column] and " ± " in text:
+                mean, sd = text.split(" ± ", 1)
+                text = f'{mean}<span class="interval">± {sd}</span>'
             cells.append(f"<td{attr}>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

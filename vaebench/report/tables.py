@@ -36,6 +36,16 @@ from vaebench.runfolder import atomic_write_text
 from vaebench.spec import RunSpec
 
 MISSING = "–"
+TIED = "≈"  # marks a variant whose difference to the best is within the seed spread
+# Not a result but a diagnostic of the objective: shown beside the results when a run has a perceptual term.
+# In percent with 3 significant digits: a share of 4e-6 (random VGG weights) must not read "0.0%".
+PERCEPTUAL_SHARE = Metric(
+    "perceptual_share",
+    "perceptual share (% of loss)",
+    ".3g",
+    None,
+    "100 * perceptual_weight * train/perceptual / train/loss at the last logged training row",
+)
 
 
 def _values(frame: pd.DataFrame, key: str) -> pd.Series:
@@ -53,12 +63,20 @@ def level_axes(rs: RunSet) -> list[str]:
 # ----------------------------------------------------------------------------- numeric tables
 
 
+def has_perceptual_term(rs: RunSet) -> bool:
+    """Whether a finished run trained with loss.perceptual_weight > 0."""
+    return bool((_values(rs.finished, "loss.perceptual_weight") > 0).any())
+
+
 def variant_table(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
     """One row per variant with a finished run: axis levels, n runs, and <metric>_mean/_std/_n.
 
-    std is the sample standard deviation over seeds (ddof = 1), NaN for a single seed.
+    std is the sample standard deviation over seeds (ddof = 1), NaN for a single seed. When a run has
+    a perceptual term, the perceptual share of its loss is added as a metric (`PERCEPTUAL_SHARE`).
     """
     finished = rs.finished
+    if has_perceptual_term(rs) and PERCEPTUAL_SHARE not in metrics:
+        metrics = (*metrics, PERCEPTUAL_SHARE)
     rows = []
     for variant in rs.variants:
         runs = finished[finished["variant"] == variant]
@@ -80,8 +98,10 @@ def read_variant_table(path: Path) -> pd.DataFrame:
     """variants.csv as `variant_table` wrote it: names and levels as strings, statistics as numbers."""
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     for column in table.columns:
-        if column.endswith(("_mean", "_std", "_n")) or column in ("n", "rank"):
+        if column.endswith(("_mean", "_std", "_n", "_vs_best")) or column in ("n", "rank"):
             table[column] = pd.to_numeric(table[column], errors="coerce")
+        if column.endswith("_tied"):
+            table[column] = table[column] == "True"
     if "rank" in table:
         table["rank"] = table["rank"].astype("Int64")
     return table
@@ -109,7 +129,25 @@ def rank_variants(table: pd.DataFrame, by: str) -> pd.DataFrame:
     ranked = ranked.drop(columns="_incomplete").reset_index(drop=True)
     ranks = pd.Series(range(1, len(ranked) + 1), dtype="Int64")
     ranked.insert(0, "rank", ranks.where(rankable, pd.NA))
-    return ranked
+    return with_ties(ranked, by)
+
+
+def with_ties(ranked: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Add <by>_vs_best (mean minus the best's mean, ranked variants only) and <by>_tied.
+
+    A variant is tied with the best when their means differ by no more than the larger of their two
+    seed standard deviations: the seeds do not settle which is better, so the ranking between them is
+    not a finding. Without a standard deviation (one seed) nothing can be called a tie.
+    """
+    mean, std = ranked[f"{by}_mean"].astype(float), ranked[f"{by}_std"].astype(float)
+    is_ranked = ranked["rank"].notna().to_numpy()
+    if not is_ranked.any():
+        return ranked.assign(**{f"{by}_vs_best": math.nan, f"{by}_tied": False})
+    best = int(is_ranked.argmax())  # the first ranked row is the best
+    diff = (mean - mean.iloc[best]).where(is_ranked)
+    spread = pd.concat([std, pd.Series(std.iloc[best], index=std.index)], axis=1).max(axis=1, skipna=False)
+    tied = is_ranked & (diff.abs() <= spread).to_numpy() & (ranked.index != best)
+    return ranked.assign(**{f"{by}_vs_best": diff, f"{by}_tied": tied})
 
 
 EFFECT_COLUMNS = [
@@ -298,16 +336,42 @@ def mean_std_cell(mean: float, std: float, n: int, runs: int, fmt: str) -> str:
 
 
 def format_variant_table(table: pd.DataFrame, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
-    """Strings for people: one "mean ± std" column per metric, headed by the metric's label."""
+    """Strings for people: rank, one column per axis (its level), n, and "mean ± std" per metric.
+
+    The variant's name is left out when axis columns say the same thing more briefly (at 16 variants
+    the name is most of the table's width); the ranked metric is followed by "vs best", the difference
+    to the best with "≈" where it is within the seed spread (see `with_ties`).
+    """
+    extra = [m for m in (PERCEPTUAL_SHARE,) if f"{m.key}_mean" in table and m not in metrics]
+    metrics = [*metrics, *extra]
     keys = {m.key for m in metrics}
     lead = [c for c in table.columns if not any(c.startswith(f"{k}_") for k in keys)]
+    lead = [c for c in lead if not c.endswith(("_vs_best", "_tied"))]
+    if any(c not in ("rank", "variant", "n") for c in lead):
+        lead = [c for c in lead if c != "variant"]  # the axis columns name the variant
     out = pd.DataFrame({c: table[c].map(lambda v: MISSING if pd.isna(v) else str(v)) for c in lead})
+    ranked_by = next((c.removesuffix("_vs_best") for c in table.columns if c.endswith("_vs_best")), None)
     for m in metrics:
         out[m.label] = [
             mean_std_cell(r[f"{m.key}_mean"], r[f"{m.key}_std"], int(r[f"{m.key}_n"]), int(r["n"]), m.fmt)
             for _, r in table.iterrows()
         ]
+        if m.key == ranked_by:
+            out["vs best"] = [
+                vs_best_cell(r["rank"], r[f"{m.key}_vs_best"], bool(r[f"{m.key}_tied"]), m.fmt)
+                for _, r in table.iterrows()
+            ]
     return out.reset_index(drop=True)
+
+
+def vs_best_cell(rank: Any, diff: float, tied: bool, fmt: str) -> str:
+    """ "best" for rank 1, "+0.0412" for a clear difference, "≈ +0.0040" within the seed spread."""
+    if pd.isna(rank) or not math.isfinite(diff):
+        return MISSING
+    if int(rank) == 1:
+        return "best"
+    text = _fmt(diff, "+" + fmt)
+    return f"{TIED} {text}" if tied else text
 
 
 def format_effects(
@@ -437,7 +501,9 @@ def environment_table(rs: RunSet) -> pd.DataFrame:
 
 
 def is_numeric_text(text: str) -> bool:
-    return bool(text) and (text[0].isdigit() or text[0] in "+-") and text != MISSING
+    """Whether a cell reads as a number (for right-alignment): "3.8", "-0.2 [...]", "≈ +0.004", "best"."""
+    text = str(text).removeprefix(f"{TIED} ")
+    return text == "best" or (bool(text) and (text[0].isdigit() or text[0] in "+-") and text != MISSING)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -472,6 +538,7 @@ _LATEX = {
     "−": "$-$",
     "Δ": r"$\Delta$",
     "≥": r"$\geq$",
+    "≈": r"$\approx$",
 }
 
 
@@ -482,7 +549,8 @@ def latex_escape(text: str) -> str:
 
 
 def latex_table(table: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs table (\\toprule, \\midrule, \\bottomrule); needs \\usepackage{booktabs}."""
+    """A booktabs table (\\toprule, \\midrule, \\bottomrule), shrunk to the text width when wider:
+    a 16-variant table with 7 metrics is wider than a page. Needs \\usepackage{booktabs, adjustbox}."""
     align = "".join(
         "r" if all(is_numeric_text(str(v)) for v in table[c] if str(v) != MISSING) and len(table) else "l"
         for c in table.columns
@@ -493,6 +561,7 @@ def latex_table(table: pd.DataFrame, caption: str, label: str) -> str:
         r"\small",
         f"\\caption{{{latex_escape(caption)}}}",
         f"\\label{{{label}}}",
+        r"\begin{adjustbox}{max width=\linewidth}",
         f"\\begin{{tabular}}{{{align}}}",
         r"\toprule",
         " & ".join(latex_escape(c) for c in table.columns) + r" \\",
@@ -500,6 +569,7 @@ def latex_table(table: pd.DataFrame, caption: str, label: str) -> str:
         *(" & ".join(latex_escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)),
         r"\bottomrule",
         r"\end{tabular}",
+        r"\end{adjustbox}",
         r"\end{table}",
     ]
     return "\n".join(lines) + "\n"

@@ -83,7 +83,7 @@ def wandb_record(run: Any) -> RunRecord:
         record.curves.append({**kept, "step": step})
     record.env = _environment(_plain(getattr(run, "metadata", None)))
     classify(record, done=run.state == "finished")
-    if run.state not in ("finished", "running") and record.status == "unfinished":
+    if run.state not in ("finished", "running") and record.status in ("unfinished", "evaluating"):
         record.reason = f"W&B state {run.state!r}; " + record.reason
     return record
 
