@@ -603,3 +603,31 @@ def test_run_queue_plans_every_variant_and_seed(tmp_path: Path) -> None:
     ]  # fmt: skip
     results = run_queue(plan[:1], device="cpu", force=False, reporter=Recorder())
     assert [r.status for r in results] == ["finished"] and steps(plan[0].run_dir) == [2]
+
+
+@pytest.mark.parametrize("free_bits", [2.0, 0.0])
+def test_a_checkpoint_from_before_objectives_with_free_bits_restarts_the_best_checkpoint_comparison(
+    free_bits: float, tmp_path: Path
+) -> None:
+    """Its best_val left free bits out, today's val/loss has them: without the restart best.pt would
+    never follow val/loss again after the resume. Without free bits the two agree: nothing restarts."""
+    from vaebench.checkpoint import RunCheckpoints
+    from vaebench.runfolder import RunPaths
+
+    variant = tiny_variant(anneal__free_bits=free_bits)
+    run = tmp_path / "run"
+    assert run_one(variant, 0, run, device="cpu", stop_after=4).status == "stopped"
+    paths = RunPaths(run)
+    old = last(run)
+    del old["loop"]["val_loss"]
+    old["loop"]["best_val"] = -1e9  # lower than any val/loss: an old best that nothing would replace
+    RunCheckpoints(paths, 2).save(paths.last, old)
+    recorder = Recorder()
+    assert run_one(variant, 0, run, device="cpu", reporter=recorder).status == "finished"
+    restarted = any("val/loss now includes free bits" in m for m in recorder.messages)
+    final = last(run)
+    assert final["loop"]["val_loss"] == "objective"
+    if free_bits > 0:
+        assert restarted and final["loop"]["best_step"] > 4
+    else:  # the old best (-1e9, lower than any val/loss) stands
+        assert not restarted and final["loop"]["best_val"] == -1e9

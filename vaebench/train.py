@@ -276,7 +276,10 @@ def train(
     atomic_write_text(paths.spec, yaml.safe_dump(document, sort_keys=False))
     atomic_write_json(paths.env, environment_info(dev))
 
-    state = {"step": 0, "best_val": math.inf, "acc": zero_sums(loss.terms), "skipped_batches": 0}
+    state = {
+        "step": 0, "best_val": math.inf, "acc": zero_sums(loss.terms), "skipped_batches": 0,
+        "val_loss": VAL_LOSS,
+    }  # fmt: skip
     checkpoints = RunCheckpoints(paths, spec.train.keep_checkpoints)
     ckpt = resume_checkpoint(paths, spec, total, checkpoints, reporter, loss.terms)
     if ckpt is not None:
@@ -285,6 +288,7 @@ def train(
         set_rng_state(ckpt["rng"])
         state = ckpt["loop"]
         reporter.message(f"resuming {run_dir} from step {state['step']}")
+        _upgrade_best_val(state, spec, reporter)
     metrics = MetricsLog(paths.metrics)
     metrics.truncate_after(state["step"])
 
@@ -399,6 +403,26 @@ def train(
         interrupt.restore()
         reporter.finish()
     return RunResult(run_dir, "trained", wall_s=time.perf_counter() - started, tracker=tracker)
+
+
+VAL_LOSS = "objective"
+"""What val/loss (and so the loop's best_val) means: the objective's own loss at annealing weight 1.
+Checkpoints written before objectives existed have no "val_loss" key; their best_val left out free bits."""
+
+
+def _upgrade_best_val(state: dict[str, Any], spec: RunSpec, reporter: Reporter) -> None:
+    """A checkpoint from before objectives, with free bits on, compares best_val without free bits:
+    restart the comparison so that best.pt keeps following val/loss (the next validation replaces it)."""
+    if state.get("val_loss") == VAL_LOSS:
+        return
+    state["val_loss"] = VAL_LOSS
+    if spec.anneal.free_bits > 0 and math.isfinite(state["best_val"]):
+        reporter.message(
+            f"val/loss now includes free bits (the objective's own loss); best.pt from step "
+            f"{state.get('best_step')} ({state['best_val']:.6g} without them) is replaced at the next "
+            "validation"
+        )
+        state["best_val"] = math.inf
 
 
 def scheduled(step: int, spec: RunSpec, total: int) -> tuple[bool, bool, bool]:
