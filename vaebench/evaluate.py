@@ -335,13 +335,16 @@ def checkpoint_path(run_dir: Path, checkpoint: Checkpoint) -> Path:
     return path
 
 
-def load_trained_model(ckpt_file: Path, spec: RunSpec, device: torch.device) -> tuple[VAE, int | None]:
+def load_trained_model(
+    ckpt_file: Path, spec: RunSpec, device: torch.device, state: dict[str, Any] | None = None
+) -> tuple[VAE, int | None]:
     """The model described by `spec` with the weights of `ckpt_file`, on `device`, and the checkpoint's step.
 
     UserError when the checkpoint holds no weights of that model (spec.yaml edited after training). The
     model is left in whatever mode `build_model` gives; the step is None for a checkpoint without one.
+    state: `ckpt_file` already loaded by the caller (`load_checkpoint`), so that it is not read twice.
     """
-    state = load_checkpoint(ckpt_file)
+    state = load_checkpoint(ckpt_file) if state is None else state
     model = build_model(spec.model, spec.data.image_size)
     try:
         model.load_state_dict(state["model"])

@@ -158,7 +158,8 @@ def run_one(
     interrupted) goes straight to `finish_run` when rerun.
     """
     reporter = reporter or SilentReporter()
-    path = train_path(variant.spec, resolve_device(device), fast_path)
+    dev = resolve_device(device)
+    path = train_path(variant.spec, dev, fast_path)
     result = train(
         variant.spec, seed, run_dir, labels=variant.labels, device=device, force=force,
         reporter=reporter, stop_after=stop_after, path=path,
@@ -167,7 +168,7 @@ def run_one(
         return result
     tracker = result.tracker
     try:
-        summary = finish_run(RunPaths(run_dir), resolve_device(device), tracker)
+        summary = finish_run(RunPaths(run_dir), dev, tracker)
     except BaseException:
         if tracker is not None:
             tracker.finish(exit_code=1)
@@ -187,9 +188,10 @@ def finish_run(paths: RunPaths, device: torch.device, tracker: Any = None) -> di
     """
     document = read_run_document(paths.spec)
     spec = RunSpec.model_validate(document["spec"])
-    model, _ = load_trained_model(paths.last, spec, device)
+    last = load_checkpoint(paths.last)  # read once: the figures' weights and the loop state
+    model, _ = load_trained_model(paths.last, spec, device, state=last)
     model.eval()
-    loop = load_checkpoint(paths.last)["loop"]
+    loop = last["loop"]
     test_set = datasets.build_dataset(spec.data, "test")
     images = to_float(next(eval_batches(test_set, 16)), device)
     figures = standard_figures(model, images, paths.figures, seed=document["seed"])
