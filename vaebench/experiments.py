@@ -36,7 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from vaebench.errors import UserError
 from vaebench.runfolder import RunLabels
-from vaebench.spec import RunSpec, shared_fields, tagged_sections
+from vaebench.spec import TAGGED_SECTIONS, RunSpec, shared_fields
 from vaebench.yamlfile import Yaml12Loader, read_yaml_file
 
 Overrides = dict[str, Any]
@@ -95,7 +95,6 @@ def apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
     (`shared_fields`: for `loss`, likelihood and the perceptual settings), so the other overrides in the
     same set then fill the new kind's fields.
     """
-    tagged = tagged_sections()
     out = copy.deepcopy(tree)
     ordered = sorted(overrides.items(), key=lambda kv: not kv[0].endswith(".kind"))
     for dotted, value in ordered:
@@ -108,7 +107,7 @@ def apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
                 node[part] = child
             node = child
         path = ".".join(parents)
-        default = tagged[path][0] if path in tagged else value
+        default = TAGGED_SECTIONS[path][0] if path in TAGGED_SECTIONS else value
         if leaf == "kind" and node.get("kind", default) != value:
             keep = shared_fields(path)
             for key in [k for k in node if k not in keep]:

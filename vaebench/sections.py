@@ -52,7 +52,7 @@ def default_kind(kind: str) -> BeforeValidator:
 Positive = Annotated[Int, Field(ge=1)]
 
 
-def tagged_union(specs: Sequence[type[Section]], default: str) -> Any:
+def tagged_union(default: str, specs: Sequence[type[Section]]) -> Any:
     """The discriminated union (on `kind`) of a registry's spec sections, `default` when `kind` is absent.
 
     Built at import time from what the registry holds, so a new entry needs no edit here.

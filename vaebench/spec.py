@@ -22,7 +22,7 @@ from vaebench.decoders.sigma_vae import SigmaVAEDecoderSpec
 from vaebench.decoders.variance import VarianceDecoderSpec
 from vaebench.objectives import OBJECTIVES, ObjectiveSpec
 from vaebench.objectives.elbo import ElboSpec
-from vaebench.sections import Float, Int, Positive, Section, default_kind, tagged_union
+from vaebench.sections import Float, Int, Positive, Section, tagged_union
 
 __all__ = [  # the decoder and objective sections live beside their code; importable from here too
     "ElboSpec",
@@ -85,15 +85,21 @@ class CelebADataSpec(Section):
     )
 
 
-DataSpec = Annotated[
-    SyntheticDataSpec | CelebADataSpec, Field(discriminator="kind"), default_kind("synthetic")
-]
+TAGGED_SECTIONS: dict[str, tuple[str, list[type[Section]]]] = {
+    "data": ("synthetic", [SyntheticDataSpec, CelebADataSpec]),
+    "model.decoder": ("isotropic", [h.spec for h in DECODER_HEADS.values()]),
+    "loss": ("elbo", [o.spec for o in OBJECTIVES.values()]),
+}
+"""The spec's tagged sections by dotted path: (default kind, the section model of each kind). Their
+unions below, and `vaebench.experiments.apply_overrides`' kind changes, are built from it."""
+
+DataSpec = tagged_union(*TAGGED_SECTIONS["data"])
 
 
 # ----------------------------------------------------------------------------- model
 
 
-DecoderSpec = tagged_union([h.spec for h in DECODER_HEADS.values()], default="isotropic")
+DecoderSpec = tagged_union(*TAGGED_SECTIONS["model.decoder"])
 """`model.decoder`: the tagged union of the registered decoder heads' sections (`vaebench.decoders`)."""
 
 
@@ -120,7 +126,7 @@ class ModelSpec(Section):
 # ----------------------------------------------------------------------------- loss and annealing
 
 
-LossSpec = tagged_union([o.spec for o in OBJECTIVES.values()], default="elbo")
+LossSpec = tagged_union(*TAGGED_SECTIONS["loss"])
 """`loss`: the tagged union (on `loss.kind`) of the registered objectives' sections (`vaebench.objectives`).
 
 Every objective has the shared fields of `ObjectiveSpec` (likelihood, perceptual_weight, ...); a `loss`
@@ -242,7 +248,7 @@ class SlurmSpec(Section):
 class RunSpec(Section):
     """Everything one training run needs, apart from its seed."""
 
-    data: DataSpec = Field(default_factory=SyntheticDataSpec)  # type: ignore[assignment]
+    data: DataSpec = Field(default_factory=SyntheticDataSpec)  # type: ignore[valid-type]
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: LossSpec = Field(default_factory=ElboSpec)  # type: ignore[valid-type]
     anneal: AnnealSpec = Field(default_factory=AnnealSpec)
@@ -281,22 +287,13 @@ class RunSpec(Section):
         return self
 
 
-def tagged_sections() -> dict[str, tuple[str, list[type[Section]]]]:
-    """The spec's tagged sections by dotted path: (default kind, the section model of each kind)."""
-    return {
-        "data": ("synthetic", [SyntheticDataSpec, CelebADataSpec]),
-        "model.decoder": ("isotropic", [h.spec for h in DECODER_HEADS.values()]),
-        "loss": ("elbo", [o.spec for o in OBJECTIVES.values()]),
-    }
-
-
 def shared_fields(path: str) -> set[str]:
     """The fields every kind of the tagged section at `path` has (besides `kind`): kept across a kind change.
 
     For `loss` these are `ObjectiveSpec`'s (likelihood, perceptual_weight, ...): switching an experiment
     from the ELBO to IWAE keeps its likelihood and perceptual settings and drops the ELBO's beta.
     """
-    _, members = tagged_sections().get(path, ("", []))
+    _, members = TAGGED_SECTIONS.get(path, ("", []))
     if not members:
         return set()
     common = set.intersection(*(set(m.model_fields) for m in members))
