@@ -13,6 +13,7 @@ from vaebench.likelihoods import (
     discretized_gaussian_log_prob,
     gaussian_kl,
     gaussian_kl_per_dim,
+    gaussian_log_density,
     image_log_prob,
 )
 
@@ -204,3 +205,14 @@ def test_plain_mse_decoder_costs_about_9_3_bits_per_dim_even_on_perfect_reconstr
     # A residual of 0.1 on every pixel adds only 0.1^2 / 2 nats = 0.0072 bits: the cost is the width.
     bpd_off = bits_per_dim(-discretized_gaussian_log_prob(x, x + 0.1, log_scale), 3 * 8 * 8)
     assert bpd_off.mean().item() == pytest.approx(exact + 0.01 / (2 * math.log(2)), abs=1e-4)
+
+
+def test_gaussian_log_density_is_the_normal_log_pdf() -> None:
+    g = torch.Generator().manual_seed(0)
+    z, mu = (
+        torch.randn(5, 3, generator=g, dtype=torch.float64),
+        torch.randn(5, 3, generator=g, dtype=torch.float64),
+    )
+    logvar = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    want = torch.distributions.Normal(mu, (0.5 * logvar).exp()).log_prob(z)
+    assert torch.allclose(gaussian_log_density(z, mu, logvar), want, atol=1e-12)

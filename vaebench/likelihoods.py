@@ -45,6 +45,12 @@ def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (torch.exp(logvar) + mu.square() - 1.0 - logvar)
 
 
+def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, exp(logvar)) elementwise, in nats (broadcasting): latent densities for the objectives
+    that need log q(z|x) or log p(z) of a sample (IWAE's weights, beta-TCVAE's aggregate posterior)."""
+    return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar) - _HALF_LOG_2PI
+
+
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(q(z|x) || N(0, I)) summed over latent dimensions, in nats per image: (B, L) -> (B,)."""
     return gaussian_kl_per_dim(mu, logvar).sum(dim=1)

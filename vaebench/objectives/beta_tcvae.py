@@ -23,11 +23,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vaebench.likelihoods import gaussian_kl
+from vaebench.likelihoods import gaussian_kl, gaussian_log_density
 from vaebench.objectives import Batch, Objective, ObjectiveSpec, register
 from vaebench.sections import Float
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class BetaTCVAESpec(ObjectiveSpec):
@@ -39,11 +37,6 @@ class BetaTCVAESpec(ObjectiveSpec):
     gamma: Float = Field(1.0, ge=0, description="Weight of the dimension-wise KL to the prior.")
 
 
-def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mu, exp(logvar)) elementwise, nats (broadcasting)."""
-    return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar) - _HALF_LOG_2PI
-
-
 def tc_decomposition(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int) -> dict[str, Tensor]:
     """Minibatch-weighted estimates of MI, TC and dimension-wise KL, nats per image (batch means).
 
@@ -51,12 +44,14 @@ def tc_decomposition(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int) -
     """
     z, mu, logvar = z.float(), mu.float(), logvar.float()
     m = z.shape[0]
-    pairs = log_normal(z[:, None, :], mu[None, :, :], logvar[None, :, :])  # (M, M, L): z_i under q(.|x_j)
+    pairs = gaussian_log_density(
+        z[:, None, :], mu[None, :, :], logvar[None, :, :]
+    )  # (M, M, L): z_i under q(.|x_j)
     log_q_z_given_x = pairs.diagonal(dim1=0, dim2=1).sum(dim=0)  # (M,): log q(z_i|x_i)
     log_nm = math.log(dataset_size * m)
     log_q_z = torch.logsumexp(pairs.sum(dim=2), dim=1) - log_nm  # (M,)
     log_prod_q_zd = (torch.logsumexp(pairs, dim=1) - log_nm).sum(dim=1)  # (M,)
-    log_p_z = log_normal(z, torch.zeros_like(z), torch.zeros_like(z)).sum(dim=1)  # (M,)
+    log_p_z = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(dim=1)  # (M,)
     return {
         "mi": (log_q_z_given_x - log_q_z).mean(),
         "tc": (log_q_z - log_prod_q_zd).mean(),

@@ -16,11 +16,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vaebench.likelihoods import gaussian_kl
+from vaebench.likelihoods import gaussian_kl, gaussian_log_density
 from vaebench.objectives import Batch, Objective, ObjectiveSpec, register
 from vaebench.sections import Int
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class IWAESpec(ObjectiveSpec):
@@ -34,8 +32,8 @@ def log_weights(
     log_px_given_z: Tensor, z: Tensor, mu: Tensor, logvar: Tensor, weight: Tensor | float
 ) -> Tensor:
     """log p(x|z) + w (log p(z) - log q(z|x)) per sample: (k, B) from (k, B) and z (k, B, L)."""
-    log_pz = (-0.5 * z.square() - _HALF_LOG_2PI).sum(dim=-1)
-    log_qz = (-0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar) - _HALF_LOG_2PI).sum(dim=-1)
+    log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(dim=-1)
+    log_qz = gaussian_log_density(z, mu, logvar).sum(dim=-1)
     return log_px_given_z + weight * (log_pz - log_qz)
 
 
