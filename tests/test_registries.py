@@ -3,6 +3,7 @@ loop, the fast path and evaluation import each other in one direction only."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,22 @@ def test_switching_a_loss_kind_keeps_the_shared_fields_and_drops_the_old_kinds()
     assert same.beta == 4.0  # the default kind named explicitly changes nothing
     decoder = apply_overrides({"model": {"decoder": {"sigma": 0.2}}}, {"model.decoder.kind": "variance"})
     assert decoder["model"]["decoder"] == {"kind": "variance"}  # decoders share no fields
+
+
+def test_a_registry_refuses_a_second_entry_of_a_key_and_a_spec_tagged_with_another_kind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vaebench import decoders, metrics, objectives
+
+    for module, name in ((objectives, "OBJECTIVES"), (decoders, "DECODER_HEADS"), (metrics, "METRICS")):
+        monkeypatch.setattr(module, name, dict(getattr(module, name)))
+    elbo = objectives.OBJECTIVES["elbo"]
+    with pytest.raises(ValueError, match=re.escape("two entries register loss.kind 'elbo'")):
+        objectives.register(elbo)
+    with pytest.raises(ValueError, match="'other': its spec's kind defaults to 'elbo'"):
+        objectives.register(objectives.Objective("other", elbo.spec, elbo.loss))
+    sigma = decoders.DECODER_HEADS["sigma_vae"]
+    with pytest.raises(ValueError, match="'sigma2': its spec's kind defaults to 'sigma_vae'"):
+        decoders.register(decoders.DecoderHead("sigma2", sigma.spec, sigma.build))
+    with pytest.raises(ValueError, match="two entries register the metric key 'psnr'"):
+        metrics.register(metrics.METRICS["psnr"])

@@ -63,6 +63,22 @@ def tagged_union(default: str, specs: Sequence[type[Section]]) -> Any:
     return Annotated[union, Field(discriminator="kind"), default_kind(default)]
 
 
+def register_entry(
+    registry: dict[str, Any], key: str, entry: Any, what: str, spec: type[Section] | None = None
+) -> Any:
+    """Add `entry` to a registry under `key` (called by an entry's module at import time).
+
+    Two entries with one key are an error, not a silent replacement; an entry with a spec section must
+    have `key` as its section's default `kind`, or the tagged union would dispatch to another entry.
+    """
+    if key in registry:
+        raise ValueError(f"two entries register {what} {key!r}")
+    if spec is not None and spec.model_fields["kind"].default != key:
+        raise ValueError(f"{what} {key!r}: its spec's kind defaults to {spec.model_fields['kind'].default!r}")
+    registry[key] = entry
+    return entry
+
+
 def import_entries(package: str, path: Sequence[str]) -> None:
     """Import every public module of a registry package, so that a new file registers itself.
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from vaebench.likelihoods import image_log_prob
-from vaebench.sections import Section, import_entries
+from vaebench.sections import Section, import_entries, register_entry
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor, likelihood: str) -> Tensor:
@@ -42,10 +42,7 @@ DECODER_HEADS: dict[str, DecoderHead] = {}
 
 def register(head: DecoderHead) -> DecoderHead:
     """Add a decoder head to the registry (called by its module at import time)."""
-    if head.kind in DECODER_HEADS:
-        raise ValueError(f"two decoder heads register model.decoder.kind {head.kind!r}")
-    DECODER_HEADS[head.kind] = head
-    return head
+    return register_entry(DECODER_HEADS, head.kind, head, "model.decoder.kind", head.spec)
 
 
 def build_head(spec: Section) -> nn.Module:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from vaebench.estimators import MutualInformation, active_units, mutual_information_batched
-from vaebench.sections import import_entries
+from vaebench.sections import import_entries, register_entry
 
 SPLITS = ("train", "val", "test")
 
@@ -100,10 +100,7 @@ METRICS: dict[str, Metric] = {}
 
 def register(metric: Metric) -> Metric:
     """Add a metric to the registry (called by its module at import time)."""
-    if metric.key in METRICS:
-        raise ValueError(f"two metrics register the key {metric.key!r}")
-    METRICS[metric.key] = metric
-    return metric
+    return register_entry(METRICS, metric.key, metric, "the metric key")
 
 
 def ordered() -> list[Metric]:

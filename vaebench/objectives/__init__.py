@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 from torch import Tensor
 
-from vaebench.sections import Float, Section, import_entries
+from vaebench.sections import Float, Section, import_entries, register_entry
 
 if TYPE_CHECKING:
     from vaebench.perceptual import VGGPerceptual
@@ -99,13 +99,7 @@ OBJECTIVES: dict[str, Objective] = {}
 
 def register(objective: Objective) -> Objective:
     """Add an objective to the registry (called by its module at import time)."""
-    if objective.kind in OBJECTIVES:
-        raise ValueError(f"two objectives register loss.kind {objective.kind!r}")
-    tag = objective.spec.model_fields["kind"].default
-    if tag != objective.kind:
-        raise ValueError(f"objective {objective.kind!r}: its spec's kind defaults to {tag!r}")
-    OBJECTIVES[objective.kind] = objective
-    return objective
+    return register_entry(OBJECTIVES, objective.kind, objective, "loss.kind", objective.spec)
 
 
 class TrainingLoss:
