@@ -1,15 +1,18 @@
 """`vaebench sweep`: a W&B sweep file run on this machine (or on SLURM) with no W&B server.
 
-The search itself is W&B's open-source sweep engine (the `sweeps` package: grid, random, bayes,
-hyperband early termination), so one sweep file means the same search online and offline. This
-module does what W&B's server and agent do around it:
+Before the first run, `check_sweep` refuses a sweep whose runs would not train or log what it records
+(a command without ${args}, a metric the runs never write, a grid over a range). The search itself is
+W&B's open-source sweep engine (the `sweeps` package: grid, random, bayes, hyperband early
+termination), so one sweep file means the same search online and offline. This module does what W&B's
+server and agent do around it:
 
 1. ask the engine for the next parameters, given every run so far (random draws are seeded by the
    sweep's name and the run's index, so an interrupted sweep proposes the same values again);
 2. run the sweep's `command` with the macros expanded as `wandb agent` expands them
-   (`vaebench.sweepfile.agent_command`), telling the run its name and runs folder through the
-   environment (VAEBENCH_SWEEP_RUN, VAEBENCH_RUNS_DIR); `vaebench run` then trains it in
-   `<runs dir>/<experiment>/<variant>+<sweep run>/seed<k>`;
+   (`vaebench.sweepfile.agent_command`), telling the run its name, parameters and runs folder through
+   the environment (VAEBENCH_SWEEP_RUN, VAEBENCH_SWEEP_PARAMS, VAEBENCH_RUNS_DIR); `vaebench run` checks
+   that it resolved those parameters, then trains it in `<runs dir>/<experiment>/<variant>+<sweep
+   run>/seed<k>`;
 3. read the result back from that run folder (summary.json for the metric, metrics.jsonl for
    hyperband's history), and record everything in the sweep's state folder.
 
