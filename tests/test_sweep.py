@@ -706,5 +706,7 @@ def test_a_grid_over_a_range_is_refused_naming_the_parameter(tmp_path: Path) -> 
     assert not (tmp_path / "state").exists()
 
     ints = fake_sweep(tmp_path, "grid", {"x": {"min": 1, "max": 3}})
+    checked = cli("sweep", ints, "--check")  # the fake run is no `vaebench run`: what it logs is unknown
+    assert checked.exit_code == 0 and "val/loss is not checked" in checked.output, checked.output
     assert sweep(tmp_path, ints).exit_code == 0
     assert sorted(r["params"]["x"] for r in state(tmp_path)["runs"]) == [1, 2, 3]

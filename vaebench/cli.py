@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -23,7 +23,10 @@ from vaebench.errors import UserError
 from vaebench.experiments import Variant, load_experiment, parse_overrides, select
 from vaebench.metrics import ordered as ordered_metrics
 from vaebench.metrics import report_metrics
-from vaebench.sweepfile import RUNS_DIR_ENV, sweep_run_params, sweep_run_suffix
+from vaebench.sweepfile import RUNS_DIR_ENV, run_arguments, sweep_run_params, sweep_run_suffix
+
+if TYPE_CHECKING:
+    from vaebench.spec import RunSpec
 
 app = typer.Typer(
     help="Controlled, experiment-tracked VAE ablations on CelebA 64x64.",
@@ -304,7 +307,7 @@ def _click_command(name: str) -> click.Command:
     return typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
 
 
-def run_command_runs(args: Sequence[str]) -> list:
+def run_command_runs(args: Sequence[str]) -> list[tuple[str, RunSpec, int]]:
     """(variant, spec, seed) of each run `vaebench run ARGS` would train, read as `run` reads its command
     line, without training: how `vaebench sweep` sees what a sweep's command trains and logs."""
     command = _click_command("run")
@@ -407,10 +410,13 @@ def sweep(
         for note in notes:
             err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
         metric = (config.get("metric") or {}).get("name")
+        if metric and run_arguments(config["command"]) is None:
+            logged = f", but its metric {metric} is not checked (the command does not run `vaebench run`)"
+        else:
+            logged = f", and its runs log {metric}" if metric else ""
         console.print(
             f"[green]ok[/]: {escape(str(sweep_file))}: its command passes the parameters to each run"
-            + (f", and its runs log {escape(metric)}" if metric else "")
-            + "; ready for `vaebench sweep` or `wandb sweep`.",
+            f"{escape(logged)}; ready for `vaebench sweep` or `wandb sweep`.",
             highlight=False,
             soft_wrap=True,
         )
