@@ -365,10 +365,16 @@ def test_wandb_agent_command_line_from_beta_yaml_trains_that_beta(
     argv = wandb_agent_argv(config, {"loss.beta": 0.35})
     assert argv == ["/usr/bin/env", "vaebench", "run", "experiments/baseline.yaml", "--loss.beta=0.35"]
 
-    # The agent starts it in the project folder, with the sweep's and the run's ids in the environment.
+    # The agent starts it in the project folder, with the sweep's and the run's ids in the environment
+    # and the run's parameters in a file (written here with W&B's own code), which `vaebench run` checks.
+    from wandb.sdk.lib import config_util
+
+    param_file = tmp_path / "wandb" / "sweep-swp1234" / "config-run5678.yaml"
+    config_util.save_config_file_from_dict(str(param_file), {"loss.beta": {"value": 0.35}})
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("WANDB_SWEEP_ID", "swp1234")
     monkeypatch.setenv("WANDB_RUN_ID", "run5678")
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(param_file))
     small = [*TINY_SETS, "--set", "data.kind=synthetic", "--set", "train.epochs=null"]  # baseline -> tiny
     result = cli(*argv[2:], *small, "--runs-dir", tmp_path / "runs", "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.output
@@ -497,3 +503,210 @@ def test_run_parallel_with_two_cpu_workers_matches_the_in_process_run_and_report
         "2",
     )
     assert again.exit_code == 0 and "skipped" in again.output
+
+
+# ----------------------------------------------------------------------------- runs train what sweeps record
+
+
+def tiny_experiment(tmp_path: Path, **overrides: Any) -> Path:
+    """An experiment file whose one run is the tiny quickstart run (evaluated at its end), as a sweep's
+    command would name it: `vaebench run <this file> ${args}` trains in a few seconds."""
+    from tiny import tiny_variant
+
+    extra = {"eval__at_end": True, "eval__iw_samples": 2, "eval__mi_batch_size": 8, **overrides}
+    spec = tiny_variant(**extra).spec.model_dump(mode="json")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "base": spec}))
+    return path
+
+
+def vaebench_sweep(tmp_path: Path, method: str, parameters: dict, command: list, **extra: Any) -> Path:
+    """A sweep file whose command runs this vaebench (`localize`) on the tiny experiment."""
+    config = {"name": "real", "method": method, "metric": {"name": "val/bpd_elbo", "goal": "minimize"}}
+    path = tmp_path / "real.yaml"
+    path.write_text(yaml.safe_dump({**config, "parameters": parameters, "command": command, **extra}))
+    return path
+
+
+def refused(result: Any, *phrases: str) -> None:
+    """An expected mistake: exit status 1, one `error:` paragraph holding `phrases`, no traceback."""
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output and result.output.startswith("error: "), result.output
+    for phrase in phrases:
+        assert phrase in result.output, result.output
+
+
+@engine
+@pytest.mark.parametrize(
+    ("tail", "why"),
+    [
+        ([], "has no ${args} after `vaebench run`"),  # the issue's command: both runs trained beta 1
+        (["${args_json}"], "${args_json} writes them in a form `vaebench run` does not read"),
+        (["${args}", "--loss.beta=1"], "sets the swept parameter loss.beta itself ('--loss.beta=1')"),
+        (["${args}", "--set", "loss.beta=1"], "sets the swept parameter loss.beta itself"),
+    ],
+)
+def test_a_sweep_whose_command_cannot_pass_its_parameters_is_refused_before_any_run(
+    tmp_path: Path, tail: list, why: str
+) -> None:
+    experiment = tiny_experiment(tmp_path)
+    command = ["${env}", "vaebench", "run", str(experiment), *tail]
+    path = vaebench_sweep(tmp_path, "grid", {"loss.beta": {"values": [1, 2]}}, command)
+    result = sweep(tmp_path, path, "--runs-dir", tmp_path / "runs")
+    refused(result, str(path), "`command`", why, "${args}")
+    assert not (tmp_path / "state").exists() and not (tmp_path / "runs").exists()  # nothing ran
+
+
+@engine
+def test_a_command_without_any_parameter_macro_is_refused_whatever_it_runs(tmp_path: Path) -> None:
+    path = fake_sweep(tmp_path, "grid", {"x": {"values": [1, 3]}})
+    config = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**config, "command": ["${env}", "${interpreter}", "${program}"]}))
+    refused(sweep(tmp_path, path), "has no macro that passes the run's parameters (x)", "Add ${args}")
+    assert not (tmp_path / "state").exists()
+
+
+WRAPPER = """import subprocess, sys
+# A command the sweep cannot see into: it drops the parameters it is given (sys.argv[1:]).
+sys.exit(subprocess.call([sys.executable, "-m", "vaebench", "run", {experiment!r}, "--device", "cpu"]))
+"""
+
+
+@engine
+def test_vaebench_run_in_a_local_sweep_refuses_to_train_other_values_than_the_sweep_records(
+    tmp_path: Path,
+) -> None:
+    """The safety net behind the command check: a wrapper script passes ${args} to nobody. The run whose
+    recorded beta is the experiment's own trains; the other stops before writing anything."""
+    experiment = tiny_experiment(tmp_path)  # loss.beta 1.0
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER.format(experiment=str(experiment)))
+    command = ["${env}", "${interpreter}", "${program}", "${args}"]
+    path = vaebench_sweep(tmp_path, "grid", {"loss.beta": {"values": [1, 2]}}, command, program=str(wrapper))
+    result = sweep(tmp_path, path)
+    assert result.exit_code == 1, result.output
+    first, second = state(tmp_path)["runs"]
+    assert (first["params"], first["status"]) == ({"loss.beta": 1}, "finished")
+    trained = yaml.safe_load((Path(first["run_dirs"][0]) / "spec.yaml").read_text())
+    assert trained["spec"]["loss"]["beta"] == 1.0
+    assert (second["params"], second["status"]) == ({"loss.beta": 2}, "failed")
+    assert "loss.beta = 2 recorded, 1.0 resolved" in second["error"]
+    assert second["run_dirs"] == [] and not list((tmp_path / "state" / "runs").glob("*/*+real-002"))
+
+
+@pytest.mark.parametrize(
+    ("recorded", "args", "wrong"),
+    [
+        ({"loss.beta": 2}, [], "loss.beta = 2 recorded, 1.0 resolved"),
+        ({"loss.beta": 2, "seeds": [1]}, ["--loss.beta=2", "--seeds=[1]", "--seed", "0"], "seeds = [1]"),
+    ],
+)
+def test_vaebench_run_under_a_wandb_agent_refuses_to_train_other_values_than_the_sweep_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: dict, args: list, wrong: str
+) -> None:
+    """The agent writes the run's parameters to WANDB_SWEEP_PARAM_PATH (with W&B's own code here), which
+    wandb.init puts in the W&B run's config: a run that would train others stops before writing anything."""
+    from wandb.sdk.lib import config_util
+
+    param_file = tmp_path / "wandb" / "sweep-swp1234" / "config-run5678.yaml"
+    config_util.save_config_file_from_dict(str(param_file), {k: {"value": v} for k, v in recorded.items()})
+    monkeypatch.setenv("WANDB_SWEEP_ID", "swp1234")
+    monkeypatch.setenv("WANDB_RUN_ID", "run5678")
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(param_file))
+    result = cli("run", tiny_experiment(tmp_path), *args, "--runs-dir", tmp_path / "runs", "--device", "cpu")
+    refused(result, "This is run swp1234-run5678 of a sweep", str(param_file), wrong, "${args}")
+    assert not list((tmp_path / "runs").glob("*/*/seed*"))  # nothing trained, no run folder
+
+
+def test_vaebench_run_in_a_sweep_without_the_recorded_parameters_says_it_cannot_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_SWEEP_ID", "swp1234")
+    monkeypatch.setenv("WANDB_RUN_ID", "run5678")
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(tmp_path / "gone.yaml"))
+    result = cli("run", tiny_experiment(tmp_path), "--runs-dir", tmp_path / "runs", "--device", "cpu")
+    refused(result, "cannot be read from", "gone.yaml")
+    assert not list((tmp_path / "runs").glob("*/*/seed*"))
+
+
+# ----------------------------------------------------------------------------- the sweep's metric
+
+
+def test_summary_metrics_are_the_keys_a_finished_run_writes(tmp_path: Path) -> None:
+    """What the metric check offers is what summary.json holds: for an objective with terms of its own,
+    a perceptual term and the final evaluation (every numeric key but the run's names and steps)."""
+    from vaebench.sweepcheck import summary_metrics
+
+    experiment = tiny_experiment(
+        tmp_path, loss__kind="beta_tcvae", loss__perceptual_weight=0.5, loss__vgg_weights="random"
+    )
+    result = cli("run", experiment, "--runs-dir", tmp_path / "runs", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "runs" / "tiny" / "base" / "seed0" / "summary.json").read_text())
+    numbers = {k for k, v in written.items() if isinstance(v, (int, float)) and "/" in k}
+    from vaebench.experiments import load_experiment
+
+    keys = summary_metrics(load_experiment(experiment)[0].spec)
+    assert set(keys) == numbers and len(keys) == len(set(keys))
+    assert {"train/tc", "val/mi", "val/perceptual", "test/bpd_iw", "best/val_loss"} <= numbers
+
+
+@engine
+def test_a_sweep_metric_its_runs_never_log_is_refused_with_the_names_they_do(tmp_path: Path) -> None:
+    command = ["${env}", "vaebench", "run", str(tiny_experiment(tmp_path)), "${args}"]
+    search = {"loss.beta": {"distribution": "log_uniform_values", "min": 0.5, "max": 2.0}}
+    path = vaebench_sweep(tmp_path, "bayes", search, command, metric={"name": "test/fid", "goal": "minimize"})
+    result = sweep(tmp_path, path, "--count", "1")
+    refused(result, str(path), "`metric.name` is 'test/fid'", "never logs", "val/bpd_elbo, ", "test/bpd_iw")
+    assert not (tmp_path / "state").exists()
+    # loss.beta is no key of IWAE's section: every run would fail, so the sweep does not start
+    refused(sweep(tmp_path, path, "--check", "--set", "loss.kind=iwae"), "would fail before training")
+
+    # A term of one objective is a metric of runs of that objective only, --set constants included.
+    search = {"optim.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}}
+    path = vaebench_sweep(tmp_path, "bayes", search, command, metric={"name": "val/iw_bound"})
+    refused(sweep(tmp_path, path, "--check"), "'val/iw_bound', which `vaebench run` never logs")
+    assert cli("sweep", path, "--check", "--set", "loss.kind=iwae").exit_code == 0
+    kinds = {"loss.kind": {"values": ["elbo", "iwae"]}}
+    grid = vaebench_sweep(tmp_path, "grid", kinds, command, metric={"name": "val/iw_bound"})
+    refused(sweep(tmp_path, grid, "--check"), "runs with the parameters {'loss.kind': 'elbo'} do not log")
+
+
+@engine
+def test_selecting_on_a_test_metric_is_refused_for_bayes_and_warned_for_random(tmp_path: Path) -> None:
+    command = ["${env}", "vaebench", "run", str(tiny_experiment(tmp_path)), "${args}"]
+    search = {"loss.beta": {"distribution": "log_uniform_values", "min": 0.5, "max": 2.0}}
+    metric = {"name": "test/bpd_elbo", "goal": "minimize"}
+    bayes = vaebench_sweep(tmp_path, "bayes", search, command, metric=metric)
+    refused(sweep(tmp_path, bayes, "--count", "1"), "selects on the test split", "name: val/bpd_elbo")
+    assert not (tmp_path / "state").exists()
+
+    random_search = vaebench_sweep(tmp_path, "random", search, command, metric=metric)
+    warned = cli("sweep", random_search, "--check")
+    assert warned.exit_code == 0 and "warning:" in warned.output, warned.output
+    assert "selects on the test split" in warned.output and "Rank by val/bpd_elbo" in warned.output
+
+
+@pytest.mark.parametrize("name", ["ablation", "beta", "objectives"])
+@engine
+def test_the_shipped_sweep_files_pass_the_checks(name: str) -> None:
+    result = cli("sweep", ROOT / "sweeps" / f"{name}.yaml", "--check")
+    assert result.exit_code == 0 and "ok:" in result.output and "warning" not in result.output, result.output
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+@engine
+def test_a_grid_over_a_range_is_refused_naming_the_parameter(tmp_path: Path) -> None:
+    """The engine would end the sweep in a traceback ("categorical parameters is disallowed in grid
+    search"); int ranges it lists itself, and they still run."""
+    path = fake_sweep(tmp_path, "grid", {"x": {"min": 0.5, "max": 3.0}, "y": {"values": [1]}})
+    refused(sweep(tmp_path, path), str(path), "parameter 'x'", "give it `values`")
+    assert not (tmp_path / "state").exists()
+
+    ints = fake_sweep(tmp_path, "grid", {"x": {"min": 1, "max": 3}})
+    checked = cli("sweep", ints, "--check")  # the fake run is no `vaebench run`: what it logs is unknown
+    assert checked.exit_code == 0 and "val/loss is not checked" in checked.output, checked.output
+    assert sweep(tmp_path, ints).exit_code == 0
+    assert sorted(r["params"]["x"] for r in state(tmp_path)["runs"]) == [1, 2, 3]

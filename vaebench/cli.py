@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
 import yaml
 from rich.console import Console
@@ -21,7 +23,10 @@ from vaebench.errors import UserError
 from vaebench.experiments import Variant, load_experiment, parse_overrides, select
 from vaebench.metrics import ordered as ordered_metrics
 from vaebench.metrics import report_metrics
-from vaebench.sweepfile import RUNS_DIR_ENV, sweep_run_suffix
+from vaebench.sweepfile import RUNS_DIR_ENV, run_arguments, sweep_run_params, sweep_run_suffix
+
+if TYPE_CHECKING:
+    from vaebench.spec import RunSpec
 
 app = typer.Typer(
     help="Controlled, experiment-tracked VAE ablations on CelebA 64x64.",
@@ -246,6 +251,7 @@ def run(
     """Train every variant x seed of an experiment; rerunning resumes unfinished runs, skips finished ones."""
     from vaebench.progress import PlainProgress, RichProgress
     from vaebench.runner import check_runs_dir, plan_runs, preflight, run_parallel, run_queue
+    from vaebench.sweepcheck import check_trains_sweep_params
 
     in_sweep = sweep_run_suffix()
     with user_errors():
@@ -257,6 +263,10 @@ def run(
                 "(variants x seeds): select one in the sweep's command with --variant NAME --seed K, or "
                 "set a single seed with the seeds parameter (seeds: {values: [[0], [1]]})."
             )
+        recorded = sweep_run_params()
+        if recorded is not None:  # before anything is written: the run trains what the sweep records
+            runs = [(p.variant.name, p.variant.spec, p.seed) for p in plan]
+            check_trains_sweep_params(*recorded, runs, in_sweep or "")
         check_runs_dir(runs_dir)
         preflight(plan)
         if executor == ExecutorChoice.local and (parallel or 1) == 1 and devices is None:
@@ -289,6 +299,28 @@ def run(
     console.print(results_table(results))
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
+
+
+@functools.cache
+def _click_command(name: str) -> click.Command:
+    """The click command Typer builds for `vaebench NAME` (built once: it inspects every signature)."""
+    return typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+
+
+def run_command_runs(args: Sequence[str]) -> list[tuple[str, RunSpec, int]]:
+    """(variant, spec, seed) of each run `vaebench run ARGS` would train, read as `run` reads its command
+    line, without training: how `vaebench sweep` sees what a sweep's command trains and logs."""
+    command = _click_command("run")
+    try:
+        ctx = command.make_context("run", list(args))
+    except click.ClickException as err:
+        line = " ".join(args)
+        why = err.format_message()
+        raise UserError(f"`vaebench run {line}` is not a valid command line: {why}") from None
+    given = ctx.params
+    overrides = collect_overrides(given["set_"], ctx.args)
+    variants = select(load_experiment(given["spec"], overrides), given["variant"] or [])
+    return [(v.name, v.spec, seed) for v in variants for seed in (given["seed"] or v.spec.seeds)]
 
 
 def results_table(results: list) -> Table:
@@ -352,17 +384,43 @@ def sweep(
     slurm_gpus_per_job: SlurmGpusOption = None,
     slurm_account: SlurmAccountOption = None,
     slurm_cluster: SlurmClusterOption = "slurm",
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="Only check the sweep file (as before a first run) and exit: also for `wandb sweep` files."
+        ),
+    ] = False,
 ) -> None:
     """Run a W&B sweep file locally with W&B's sweep engine, no server needed; rerunning continues it.
 
     Each run is the sweep's `command` with the macros expanded as `wandb agent` does; its folder is
     <runs-dir>/<experiment>/<variant>+<sweep>-<NNN>/seed<k>, and state.json in the state folder
-    records every run's parameters, status and metric.
+    records every run's parameters, status and metric. Before the first run the file is checked: the
+    command passes the parameters (${args}), the metric is one the runs log, a grid lists its values.
     """
     from vaebench.spec import SlurmSpec
-    from vaebench.sweep import MAX_INITIAL_FAILURES, LocalSweep, sweep_table
+    from vaebench.sweep import MAX_INITIAL_FAILURES, LocalSweep, check_sweep, import_sweeps, sweep_table
     from vaebench.workers import Board, make_executor
 
+    if check:
+        with user_errors():
+            config, notes = check_sweep(
+                import_sweeps(), sweep_file, parse_overrides(set_ or []), run_command_runs
+            )
+        for note in notes:
+            err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        metric = (config.get("metric") or {}).get("name")
+        if metric and run_arguments(config["command"]) is None:
+            logged = f", but its metric {metric} is not checked (the command does not run `vaebench run`)"
+        else:
+            logged = f", and its runs log {metric}" if metric else ""
+        console.print(
+            f"[green]ok[/]: {escape(str(sweep_file))}: its command passes the parameters to each run"
+            f"{escape(logged)}; ready for `vaebench sweep` or `wandb sweep`.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     with user_errors():
         controller = LocalSweep(
             sweep_file,
@@ -371,7 +429,10 @@ def sweep(
             state_dir=state_dir,
             runs_dir=runs_dir,
             retry_failed=retry_failed,
+            resolve_run=run_command_runs,
         )
+        for note in controller.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
         pool, slots = make_executor(
             executor.value,
             parallel=parallel,

@@ -1,15 +1,18 @@
 """`vaebench sweep`: a W&B sweep file run on this machine (or on SLURM) with no W&B server.
 
-The search itself is W&B's open-source sweep engine (the `sweeps` package: grid, random, bayes,
-hyperband early termination), so one sweep file means the same search online and offline. This
-module does what W&B's server and agent do around it:
+Before the first run, `check_sweep` refuses a sweep whose runs would not train or log what it records
+(a command without ${args}, a metric the runs never write, a grid over a range). The search itself is
+W&B's open-source sweep engine (the `sweeps` package: grid, random, bayes, hyperband early
+termination), so one sweep file means the same search online and offline. This module does what W&B's
+server and agent do around it:
 
 1. ask the engine for the next parameters, given every run so far (random draws are seeded by the
    sweep's name and the run's index, so an interrupted sweep proposes the same values again);
 2. run the sweep's `command` with the macros expanded as `wandb agent` expands them
-   (`vaebench.sweepfile.agent_command`), telling the run its name and runs folder through the
-   environment (VAEBENCH_SWEEP_RUN, VAEBENCH_RUNS_DIR); `vaebench run` then trains it in
-   `<runs dir>/<experiment>/<variant>+<sweep run>/seed<k>`;
+   (`vaebench.sweepfile.agent_command`), telling the run its name, parameters and runs folder through
+   the environment (VAEBENCH_SWEEP_RUN, VAEBENCH_SWEEP_PARAMS, VAEBENCH_RUNS_DIR); `vaebench run` checks
+   that it resolved those parameters, then trains it in `<runs dir>/<experiment>/<variant>+<sweep
+   run>/seed<k>`;
 3. read the result back from that run folder (summary.json for the metric, metrics.jsonl for
    hyperband's history), and record everything in the sweep's state folder.
 
@@ -31,13 +34,17 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import importlib
+import itertools
+import json
 import math
 import random
 import re
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -47,14 +54,18 @@ from rich.table import Table
 
 from vaebench.errors import UserError
 from vaebench.runfolder import RunPaths, atomic_write_json, read_json, read_metrics
+from vaebench.spec import RunSpec
+from vaebench.sweepcheck import check_metric
 from vaebench.sweepfile import (
     RUNS_DIR_ENV,
+    SWEEP_PARAMS_ENV,
     SWEEP_RUN_ENV,
     agent_command,
     load_sweep,
     localize,
     plain,
     project_folder,
+    run_arguments,
     sweep_name,
 )
 from vaebench.workers import Board, Executor, Job, Outcome, error_line, run_pool
@@ -69,6 +80,11 @@ INSTALL_HINT = (
     "does both)"
 )
 _SEED_DIR = re.compile(r"^seed\d+$")
+# The parameter types the engine's grid accepts (sweeps/grid_search.py); it lists the int/q ranges itself.
+GRID_TYPES = ("param_categorical", "param_single_value", "param_int_uniform", "param_quniform")
+CHECKED_POINTS = 64  # parameter sets resolved before the first run; beyond, each value once
+# `vaebench run`'s arguments -> (variant, spec, seed) of each run it would train (`cli.run_command_runs`)
+RunResolver = Callable[[Sequence[str]], list[tuple[str, RunSpec, int]]]
 
 
 def import_sweeps() -> ModuleType:
@@ -128,6 +144,95 @@ def seeded(name: str, index: int) -> Iterator[None]:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- checks before the first run
+
+
+def check_sweep(
+    engine: ModuleType,
+    sweep_file: Path,
+    sets: Mapping[str, Any] | None = None,
+    resolve_run: RunResolver | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The sweep's config, checked before its first run, and warnings to show; UserError for errors.
+
+    Checks: the file (`load_sweep`: its command passes the parameters), W&B's schema, that a grid has only
+    parameters the engine can list, that the engine can propose a run, and, when the command runs
+    `vaebench run` and `resolve_run` is given, that each parameter set spanning the sweep resolves to one
+    run whose summary.json holds the sweep's metric (`sweepcheck.check_metric`). Nothing is written.
+    """
+    config = load_sweep(sweep_file, sets)
+    with engine_quiet():
+        violations = engine.schema_violations_from_proposed_config(config)
+    if violations:
+        raise UserError(
+            f"{sweep_file} is not a valid W&B sweep config:\n" + "\n".join(f"  - {v}" for v in violations)
+        )
+    check_grid(engine, config, sweep_file)
+    points = parameter_points(engine, config, sweep_file)
+    if resolve_run is None or run_arguments(config["command"]) is None:
+        return config, []  # not `vaebench run`: what the command logs is unknown here
+    resolved = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for point in points:
+            argv = agent_command(
+                config["command"], point, config.get("program"), args_json_file=Path(tmp) / "args.json"
+            )
+            args = run_arguments(localize(argv, project_folder(sweep_file))) or []
+            try:
+                runs = resolve_run(args)
+            except UserError as err:
+                raise UserError(
+                    f"{sweep_file}: with the parameters {point}, the command's `vaebench run` would fail "
+                    f"before training: {err}"
+                ) from None
+            if len(runs) != 1:
+                raise UserError(
+                    f"{sweep_file}: `command` gives {len(runs)} runs (variants x seeds) for the parameters "
+                    f"{point}, but a sweep run is one training run: select one variant in the command with "
+                    "--variant NAME, and one seed with the seeds parameter (seeds: {values: [[0], [1]]})."
+                )
+            resolved.append((point, [spec for _, spec, _ in runs]))
+    return config, check_metric(sweep_file, config, resolved)
+
+
+def check_grid(engine: ModuleType, config: Mapping[str, Any], sweep_file: Path) -> None:
+    """A grid sweep lists every combination of its parameters' values: a range the engine cannot list
+    (uniform, log-uniform, categorical with probabilities) is refused, naming the parameter."""
+    if config["method"] != "grid":
+        return
+    with engine_quiet():
+        hyper = importlib.import_module(f"{engine.__name__}.params").HyperParameter
+        types = {key: hyper(key, spec).type for key, spec in config["parameters"].items()}
+    for key, kind in types.items():
+        if kind not in GRID_TYPES:
+            spec = config["parameters"][key]
+            raise UserError(
+                f"{sweep_file}: parameter {key!r} ({spec}) is not a list of values, and a grid sweep runs "
+                f"every combination of lists: give it `values`, e.g. `{key}: {{values: [0.5, 1, 2]}}` "
+                "(or int_uniform / q_uniform bounds, which the grid lists itself), or search the range "
+                "with method random or bayes."
+            )
+
+
+def parameter_points(engine: ModuleType, config: Mapping[str, Any], sweep_file: Path) -> list[dict[str, Any]]:
+    """Parameter sets that span what the sweep's runs differ in: the engine's first proposal, with every
+    combination of the listed `values` (each value once when there are more than CHECKED_POINTS).
+
+    Asking the engine once also turns its errors into a message before any run starts.
+    """
+    try:
+        with engine_quiet(), seeded(sweep_name(config, sweep_file), 0):
+            first = engine.next_run(dict(config), [])
+    except ValueError as err:
+        raise UserError(f"{sweep_file}: W&B's sweep engine cannot run this sweep: {err}") from None
+    base = {key: plain(value["value"]) for key, value in first.config.items()} if first else {}
+    lists = {k: list(v["values"]) for k, v in config["parameters"].items() if "values" in v}
+    if math.prod(len(v) for v in lists.values()) <= CHECKED_POINTS:
+        combos = itertools.product(*lists.values())
+        return [{**base, **dict(zip(lists, combo, strict=True))} for combo in combos]
+    return [base, *({**base, key: value} for key, values in lists.items() for value in values)]
 
 
 # ----------------------------------------------------------------------------- state
@@ -262,15 +367,10 @@ class LocalSweep:
         state_dir: Path | None = None,
         runs_dir: Path | None = None,
         retry_failed: bool = False,
+        resolve_run: RunResolver | None = None,
     ) -> None:
         self.engine = import_sweeps()
-        config = load_sweep(sweep_file, sets)
-        with engine_quiet():
-            violations = self.engine.schema_violations_from_proposed_config(config)
-        if violations:
-            raise UserError(
-                f"{sweep_file} is not a valid W&B sweep config:\n" + "\n".join(f"  - {v}" for v in violations)
-            )
+        config, self.warnings = check_sweep(self.engine, sweep_file, sets, resolve_run)
         name = sweep_name(config, sweep_file)
         self.state_dir = Path(state_dir or Path("sweeps-state") / name).resolve()
         self.runs_dir = Path(runs_dir or self.state_dir / "runs").resolve()
@@ -323,7 +423,12 @@ class LocalSweep:
             self.state.config.get("program"),
             args_json_file=self.state_dir / "logs" / f"{record.name}.json",
         )
-        env = {SWEEP_RUN_ENV: record.name, RUNS_DIR_ENV: str(self.runs_dir), "VAEBENCH_QUIET": "1"}
+        env = {
+            SWEEP_RUN_ENV: record.name,
+            SWEEP_PARAMS_ENV: json.dumps(record.params),  # `vaebench run` checks that it trains these
+            RUNS_DIR_ENV: str(self.runs_dir),
+            "VAEBENCH_QUIET": "1",
+        }
         return Job(record.name, localize(argv, self.project), log, env)
 
     def propose(self) -> dict[str, Any] | None:

@@ -19,8 +19,11 @@ the same command line for the same parameters: `agent_command` repeats what ``wa
     ${args_append_hydra}    +key=value        ${args_override_hydra}   ++key=value
     ${envvar:NAME}          the environment variable NAME (NAME itself when unset)
 
-`vaebench run` reads every one of these `--key=value` forms as an override of the nested spec
-(W&B's own config merge would leave the dotted keys flat).
+`vaebench run` reads the `--key=value` of ${args} and the `key=value` of ${args_no_hyphens} as overrides
+of the nested spec (W&B's own config merge would leave the dotted keys flat). A command that runs
+`vaebench run` without one of them would train the experiment's own values while the sweep records
+(and W&B shows) its parameters: `load_sweep` refuses it, and `vaebench run` under a sweep checks what it
+resolved against the parameters the sweep recorded for it (`sweep_run_params`).
 """
 
 from __future__ import annotations
@@ -34,18 +37,35 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from vaebench.errors import UserError
 from vaebench.yamlfile import SafeLoader, read_yaml_file
 
 # How the local controller tells a `vaebench run` process which sweep run it is and where runs go.
 SWEEP_RUN_ENV = "VAEBENCH_SWEEP_RUN"
 RUNS_DIR_ENV = "VAEBENCH_RUNS_DIR"
-# What `wandb agent` sets in the environment of each run it starts.
+SWEEP_PARAMS_ENV = "VAEBENCH_SWEEP_PARAMS"  # the parameters the controller recorded for the run, as JSON
+# What `wandb agent` sets in the environment of each run it starts; the param file is YAML,
+# `{wandb_version: 1, <key>: {value: <value>}, ...}` (wandb/sdk/lib/config_util.py).
 WANDB_SWEEP_ID_ENV = "WANDB_SWEEP_ID"
 WANDB_RUN_ID_ENV = "WANDB_RUN_ID"
+WANDB_SWEEP_PARAM_PATH_ENV = "WANDB_SWEEP_PARAM_PATH"
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # W&B's default
 METHODS = ("grid", "random", "bayes")
+# The macros that hand a run its parameters, and the two whose form `vaebench run` reads.
+PARAM_MACROS = (
+    "${args}",
+    "${args_no_hyphens}",
+    "${args_no_boolean_flags}",
+    "${args_no_equals}",
+    "${args_json}",
+    "${args_json_file}",
+    "${args_append_hydra}",
+    "${args_override_hydra}",
+)
+RUN_MACROS = ("${args}", "${args_no_hyphens}")
 _ENVVAR_MACRO = re.compile(r"\$\{envvar\:([A-Z0-9_]*)\}")  # W&B's SWEEP_COMMAND_ENV_VAR_REGEX
 _NAME_SAFE = re.compile(r"[^\w.-]+")
 
@@ -76,6 +96,108 @@ def sweep_run_suffix(env: Mapping[str, str] | None = None) -> str | None:
     if env.get(WANDB_SWEEP_ID_ENV) and env.get(WANDB_RUN_ID_ENV):
         return f"{env[WANDB_SWEEP_ID_ENV]}-{env[WANDB_RUN_ID_ENV]}"
     return None
+
+
+def sweep_run_params(env: Mapping[str, str] | None = None) -> tuple[dict[str, Any], str] | None:
+    """The parameters the sweep recorded for this run, and where they were read; None outside a sweep.
+
+    The local controller passes them as JSON in VAEBENCH_SWEEP_PARAMS (they are also in its state.json);
+    `wandb agent` writes them to the YAML file named by WANDB_SWEEP_PARAM_PATH, the file wandb.init reads
+    them from into the W&B run's config. In a sweep (see `sweep_run_suffix`) without them, nothing could
+    check that the run trains what the sweep records: a UserError.
+    """
+    env = os.environ if env is None else env
+    if sweep_run_suffix(env) is None:
+        return None
+    if env.get(SWEEP_RUN_ENV):
+        raw = env.get(SWEEP_PARAMS_ENV)
+        where = f"the {SWEEP_PARAMS_ENV} that `vaebench sweep` set (state.json holds the same)"
+        try:
+            params = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            params = None
+    else:
+        path = env.get(WANDB_SWEEP_PARAM_PATH_ENV)
+        where = f"{path}, the parameter file of `wandb agent` ({WANDB_SWEEP_PARAM_PATH_ENV})"
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if path else None
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            data = None
+        params = None
+        if isinstance(data, dict):
+            data.pop("wandb_version", None)
+            if all(isinstance(v, dict) and "value" in v for v in data.values()):
+                params = {str(k): v["value"] for k, v in data.items()}
+    if not isinstance(params, dict):
+        raise UserError(
+            f"This is run {sweep_run_suffix(env)} of a sweep, but the parameters the sweep recorded for it "
+            f"cannot be read from {where}, so nothing can check that it trains them. Start sweep runs "
+            "with `vaebench sweep` or `wandb agent`; outside a sweep, unset VAEBENCH_SWEEP_RUN, "
+            "WANDB_SWEEP_ID and WANDB_RUN_ID."
+        )
+    return params, where
+
+
+def run_arguments(argv: Sequence[Any]) -> list[str] | None:
+    """The arguments after `run` when `argv` runs `vaebench run` (`vaebench run ...`, `/usr/bin/env
+    vaebench run ...`, `python -m vaebench run ...`, `${env} vaebench run ...`), else None."""
+    argv = [str(a) for a in argv]
+    for i in range(len(argv) - 1):
+        if Path(argv[i]).name == "vaebench" and argv[i + 1] == "run":
+            return argv[i + 2 :]
+    return None
+
+
+def check_command(path: Path, command: Sequence[Any], params: Mapping[str, Any]) -> None:
+    """Refuse a command that cannot hand each run the parameters the sweep records for it.
+
+    Any command needs a macro that passes them (`PARAM_MACROS`); one that runs `vaebench run` needs
+    ${args} or ${args_no_hyphens} (the forms it reads), and may not set a parameter itself after them
+    (`--loss.beta=1`, `--set loss.beta=1`, `--seed 0` for `seeds`): the later value would win.
+    """
+    chunks = [str(c) for c in command]
+    keys = ", ".join(params)
+    example = "[${env}, vaebench, run, EXPERIMENT, ${args}]"
+    args = run_arguments(chunks)
+    if args is None:
+        if not any(c in PARAM_MACROS for c in chunks):
+            raise UserError(
+                f"{path}: `command` ({chunks}) has no macro that passes the run's parameters ({keys}), so "
+                "every run would train the same while the sweep records (and W&B shows) other values. "
+                f"Add ${{args}}, e.g. `command: {example}`."
+            )
+        return
+    if not any(c in RUN_MACROS for c in args):
+        given = [c for c in args if c in PARAM_MACROS]
+        why = (
+            f"{', '.join(given)} writes them in a form `vaebench run` does not read (it reads --key=value "
+            "from ${args} or key=value from ${args_no_hyphens})"
+            if given
+            else "it has no ${args} after `vaebench run`"
+        )
+        raise UserError(
+            f"{path}: `command` ({chunks}) does not pass the run's parameters ({keys}) to `vaebench run`: "
+            f"{why}, so every run would train the experiment's own values while the sweep records (and "
+            f"W&B shows) the sweep's. Add ${{args}} at the end, e.g. `command: {example}`."
+        )
+    for i, arg in enumerate(args):
+        following = args[i + 1] if i + 1 < len(args) else ""
+        if arg in ("--set", "-s"):
+            key, shown = following.partition("=")[0], f"{arg} {following}"
+        elif arg.startswith("--set="):
+            key, shown = arg.removeprefix("--set=").partition("=")[0], arg
+        elif arg == "--seed" or arg.startswith("--seed="):  # selects the seed that `seeds` would give
+            key, shown = "seeds", (arg if "=" in arg else f"{arg} {following}")
+        elif "=" in arg and not arg.startswith("${"):
+            key, shown = arg.lstrip("-").partition("=")[0], arg
+        else:
+            continue
+        if key.strip() in params:
+            raise UserError(
+                f"{path}: `command` sets the swept parameter {key.strip()} itself ({shown!r}), which would "
+                "replace the value ${args} passes, so runs would not train what the sweep records. Remove "
+                f"{shown!r} from the command (a fixed value is a parameter `{key.strip()}: {{value: ...}}`)."
+            )
 
 
 # ----------------------------------------------------------------------------- the file
@@ -129,6 +251,7 @@ def load_sweep(path: Path, sets: Mapping[str, Any] | None = None) -> dict[str, A
                 "remove it from --set, or edit the sweep file."
             )
         params[key] = {"value": value}
+    check_command(path, command, params)
     return config
 
 
