@@ -203,10 +203,11 @@ class FastTrainStep:
     compile: None follows train.compile (`compile_enabled`). backend: torch.compile's backend; on CUDA
     inductor runs in "reduce-overhead" mode (CUDA graphs). fullgraph: a graph break is a compile error
     (so the step falls back to eager with a CompileWarning) instead of splitting the step into several
-    graphs; benchmarks/compiled_objectives.py sets it to prove that each objective compiles whole. channels_last: None means "when compiling":
-    the model is converted in place (the optimizer keeps its parameters) so that compiled convolutions
-    need no layout changes; eager steps keep the default layout, because eager GroupNorm on CUDA turns
-    channels_last activations back into contiguous ones around every norm. `state` (the trainer's loop
+    graphs; benchmarks/compiled_objectives.py sets it to prove that each objective compiles whole.
+    channels_last: None means "when compiling": the model is converted in place (the optimizer keeps its
+    parameters) so that compiled convolutions need no layout changes; eager steps keep the default
+    layout, because eager GroupNorm on CUDA turns channels_last activations back into contiguous ones
+    around every norm. `state` (the trainer's loop
     state) seeds the counters when resuming.
     """
 
