@@ -1,38 +1,32 @@
 #!/usr/bin/env bash
-# The GPU check of the fast path, as one prepared script (about 8 minutes on an H100, at most ~10).
+# The GPU check: vaebench's fast path, compiled objectives, throughput and data path on a CUDA machine,
+# stage by stage, each with its own time limit, in about 5 minutes at most. It needs no network and no
+# `pip install -e .`: it runs vaebench from this source tree.
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR]        # from the repository root, on a machine with a CUDA GPU
+#   bash benchmarks/gpu_wheels.sh                                # HERE, once: the wheels the GPU machine lacks
+#   bash benchmarks/gpu_check.sh "$OUT"                          # THERE (carry .whl): every stage
+#   bash benchmarks/gpu_check.sh "$OUT" --only train packing     # rerun some stages (OUT_DIR first)
+#   bash benchmarks/gpu_check.sh --dry-run /tmp/out              # a CPU rehearsal at toy sizes (CI runs it)
 #
-# It installs nothing: it needs a python with a CUDA build of torch and vaebench installed (the
-# repository's .venv when there is one; else $PYTHON; else python3). Each stage has its own time limit
-# and writes as it goes, so a stage that runs out of time still leaves its earlier results:
-#   OUT_DIR/env.txt             nvidia-smi, torch and CUDA versions
-#   OUT_DIR/pytest.log          the fast path's tests, the CUDA ones included (skipped on CPU)
-#   OUT_DIR/throughput.json     train steps at batch 16/32/128 and evaluation, naive vs vaebench, + packing 4
-#   OUT_DIR/data.json           the JPEG path against the prepared cache
-# Then copy the tables into benchmarks/RESULTS.md with the machine they ran on.
+# First it installs the wheels of $WHEELS (default .whl, made by gpu_wheels.sh) into $SITE (default
+# /tmp/site) with pip, no index and no dependencies; then `benchmarks/gpu_check.py` runs the stages with
+# PYTHONPATH=$SITE:<this tree>. $PYTHON picks the interpreter (default python3: the GPU machines' own,
+# which holds torch). OUT_DIR (default benchmarks/results) gets summary.json and check.log; see
+# benchmarks/gpu_check.py for the stages, their limits and what each writes.
 set -uo pipefail
-OUT=${1:-${OUT:-benchmarks/results}}
-PY=${PYTHON:-.venv/bin/python}
-[ -x "$PY" ] || PY=python3
-mkdir -p "$OUT"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+WHEELS=${WHEELS:-.whl}
+SITE=${SITE:-/tmp/site}
 
-{
-  nvidia-smi || true
-  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name())"
-} > "$OUT/env.txt" 2>&1
-cat "$OUT/env.txt"
-
-echo "== 1/3 tests (limit 150 s)"
-timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_fastpath.py tests/test_evaluate.py \
-  2>&1 | tee "$OUT/pytest.log" | tail -15
-
-echo "== 2/3 throughput (limit 330 s)"
-timeout 330 "$PY" benchmarks/throughput.py --packing 4 --json "$OUT/throughput.json" \
-  2>&1 | tee "$OUT/throughput.log" | tail -40
-
-echo "== 3/3 data (limit 90 s)"
-timeout 90 "$PY" benchmarks/data.py --images 2000 --seconds 3 --json "$OUT/data.json" \
-  2>&1 | tee "$OUT/data.log" | tail -15
-echo "results in $OUT"
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+    "$WHEELS"/*.whl || { echo "gpu_check: installing the wheels of $WHEELS into $SITE failed" >&2; exit 1; }
+  echo "gpu_check: installed $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE"
+  export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  echo "gpu_check: no wheels in $WHEELS, so $PY's own packages must hold pydantic (on a GPU machine: run" \
+       "benchmarks/gpu_wheels.sh here first and carry .whl)"
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+exec "$PY" benchmarks/gpu_check.py "$@"

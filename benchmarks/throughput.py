@@ -3,6 +3,8 @@
     python benchmarks/throughput.py                     # reference model, 64x64, batch 16/32/128, IW K=100
     python benchmarks/throughput.py --quick             # a small model and few steps: minutes on a CPU
     python benchmarks/throughput.py --packing 4         # also 4 training processes sharing the device
+    python benchmarks/throughput.py --parts eval        # only some parts (train, eval, packing)
+    python benchmarks/throughput.py --dry-run           # every part at toy sizes, seconds on a CPU (CI)
 
 (a) naive: what a newcomer writes. A Dataset that decodes the JPEGs with PIL (centre crop, resize,
     random flip, ToTensor) behind a DataLoader; the model in fp32 and the default memory format;
@@ -19,10 +21,10 @@ steps (which include compilation, reported apart), with the device synchronised 
 are counted by torch.utils.flop_counter on one step: convolutions and matmuls, not elementwise work.
 The fraction of peak is against the device's dense bf16 peak (benchmarks/machine.py), for both paths.
 
---packing N runs N processes of vaebench's training step (batch 32) on the one device at the same time,
-after a common barrier, for a fixed wall time, and compares their summed images/s with one process
-alone: the way `vaebench run --parallel N --devices 0,0,...` shares a GPU between runs of an ablation.
-Results go to the terminal and, section by section, to the --json file.
+--packing N runs N processes of vaebench's training step (batch 32: --packing-batch) on the one device
+at the same time, after a common barrier, for a fixed wall time, and compares their summed images/s with
+one process alone: the way `vaebench run --parallel N --devices 0,0,...` shares a GPU between runs of
+an ablation. Results go to the terminal and, section by section, to the --json file.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ from vaebench.vae import VAE, build_model
 IMAGE_SIZE = 64
 CELEBA_TRAIN, CELEBA_TEST = 162_770, 19_962
 QUICK_MODEL = ModelSpec(stem_channels=8, channels=[16, 32, 64, 64], latent_dim=32)  # the quickstart's
+PARTS = ("train", "eval", "packing")
+BATCH_SIZES = [16, 32, 128]
+IW_SAMPLES = 100
 console = Console(width=150)
 
 
@@ -76,23 +81,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small model, few steps (a CPU check)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 128])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=BATCH_SIZES)
     parser.add_argument("--steps", type=int, help="timed steps per measurement (default 30; quick 4)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 5; quick 2)")
     parser.add_argument("--workers", type=int, help="naive DataLoader workers (default min(8, cores - 1))")
     parser.add_argument("--jpegs", type=int, help="generated JPEGs (default 2048; quick 512)")
-    parser.add_argument("--iw-samples", type=int, default=100, help="K of the evaluation (both paths)")
+    parser.add_argument("--iw-samples", type=int, default=IW_SAMPLES, help="K of the evaluation (both paths)")
     parser.add_argument("--eval-images", type=int, help="images evaluated (default 512; quick 32)")
     parser.add_argument("--k1000", action=argparse.BooleanOptionalAction, default=None,
                         help="also time vaebench's IW K=1000 (default: on unless --quick)")  # fmt: skip
+    parser.add_argument("--large-k", type=int, help="the K of --k1000 (default 1000; dry run 16)")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="train.compile")
     parser.add_argument("--packing", type=int, default=0, help="also N processes sharing the device")
     parser.add_argument(
         "--packing-seconds", type=float, help="timed window of each packing run (20; quick 8)"
     )
+    parser.add_argument("--packing-batch", type=int, help="batch of each packing run (32; dry run 4)")
     parser.add_argument("--skip-naive", action="store_true", help="time vaebench's path only")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS),
+        help="what to time: train (batch sizes), eval (IW K and --k1000), packing (with --packing N)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="--quick at toy sizes (batch 4/8, 2 steps, 64 JPEGs, K=4, large K 16, 1 s packing at batch 4): "
+        "runs every part in seconds on a CPU, to check the script, not to measure",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("throughput.json"), help="where results go")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.quick = True
+        toy = {"steps": 2, "warmup": 1, "workers": 1, "jpegs": 64, "eval_images": 8, "large_k": 16,
+               "packing_seconds": 1.0, "packing_batch": 4}  # fmt: skip
+        for key, value in toy.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if args.batch_sizes == BATCH_SIZES:
+            args.batch_sizes = [4, 8]
+        if args.iw_samples == IW_SAMPLES:
+            args.iw_samples = 4
+        args.k1000 = True if args.k1000 is None else args.k1000
     quick = args.quick
     args.steps = args.steps or (4 if quick else 30)
     args.warmup = args.warmup or (2 if quick else 5)
@@ -101,6 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.eval_images = args.eval_images or (32 if quick else 512)
     args.k1000 = (not quick) if args.k1000 is None else args.k1000
     args.packing_seconds = args.packing_seconds or (8.0 if quick else 20.0)
+    args.large_k = args.large_k or 1000
+    args.packing_batch = args.packing_batch or 32
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
@@ -303,10 +333,10 @@ def _pack_worker(index: int, barrier: Any, results: Any, config: dict[str, Any])
 def packing(args: argparse.Namespace, model_spec: ModelSpec, cache: Path) -> dict[str, Any]:
     """Aggregate images/s of 1 and of args.packing concurrent training processes on the device."""
     context = mp.get_context("spawn")
-    out: dict[str, Any] = {"batch": 32, "seconds": args.packing_seconds}
+    out: dict[str, Any] = {"batch": args.packing_batch, "seconds": args.packing_seconds}
     for procs in (1, args.packing):
         config = {
-            "device": args.device, "model": model_spec.model_dump(mode="json"), "batch": 32,
+            "device": args.device, "model": model_spec.model_dump(mode="json"), "batch": args.packing_batch,
             "compile": args.compile, "cache": str(cache), "warmup": args.warmup,
             "seconds": args.packing_seconds, "threads": max(1, (os.cpu_count() or 1) // procs),
         }  # fmt: skip
@@ -372,6 +402,89 @@ def write(result: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(result, indent=2) + "\n")
 
 
+def add_row(result: dict[str, Any], row: dict[str, Any]) -> None:
+    """Append a row with vaebench's TFLOP/s and fraction of the bf16 peak (None off a known GPU)."""
+    peak = result["machine"].get("peak_bf16_tflops")
+    tflops = row["vaebench"] * row["gflop_per_image"] / 1e3
+    row |= {"vaebench_tflops": tflops, "fraction_of_bf16_peak": tflops / peak if peak else None}
+    if row.get("naive"):
+        row["ratio"] = row["vaebench"] / row["naive"]
+    result["rows"].append(row)
+
+
+def time_training(
+    args: argparse.Namespace, model_spec: ModelSpec, result: dict[str, Any], data: CachedImages, folder: Path
+) -> None:
+    """One row per batch size: vaebench's fast path, then the naive loop; the epoch time at batch 32."""
+    device = torch.device(args.device)
+    for batch in args.batch_sizes:
+        fast = vaebench_train(args, model_spec, data, batch)
+        naive = None if args.skip_naive else naive_train(args, model_spec, folder, batch)
+        add_row(result, {
+            "measure": f"train, batch {batch}", "batch": batch,
+            "naive": naive and naive["images_per_s"], "vaebench": fast["images_per_s"],
+            "gflop_per_image": result["gflop_per_image"]["train_step"], "warmup_s": fast["warmup_s"],
+            "naive_detail": naive, "vaebench_detail": fast,
+        })  # fmt: skip
+        console.print(result["rows"][-1])
+        if batch == 32:
+            row = result["rows"][-1]
+            result["targets"]["train_ratio_at_batch_32"] = row.get("ratio")
+            result["targets"]["celeba_epoch_s"] = CELEBA_TRAIN / row["vaebench"]
+            naive_epoch = CELEBA_TRAIN / row["naive"] if row["naive"] else None
+            result["notes"].append(
+                f"One CelebA-64 epoch ({CELEBA_TRAIN:,} images) at batch 32, from the step rate: vaebench "
+                f"{CELEBA_TRAIN / row['vaebench']:,.1f} s, naive {fmt(naive_epoch, 1)} s"
+            )
+        write(result, args.json)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def time_evaluation(
+    args: argparse.Namespace, model_spec: ModelSpec, result: dict[str, Any], data: CachedImages
+) -> None:
+    """IW K=--iw-samples, naive vs vaebench, then vaebench at --large-k projected to CelebA's test split."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(model_spec, IMAGE_SIZE).to(device)
+    flops = result["gflop_per_image"]
+    images = torch.from_numpy(data.array[: args.eval_images].copy())
+    num = len(images)
+    eval_flops = flops["forward"] - flops["decode"]  # the encoder, once per image
+    k = args.iw_samples
+    warm = min(num, 64)  # one batch first: the same shapes, so cuDNN's and the allocator's first-time costs
+    vaebench_eval(model, data, warm, k, device)
+    seconds = vaebench_eval(model, data, num, k, device)
+    naive_s = None
+    if not args.skip_naive:
+        naive_iw(model, images[:warm], k, device)
+        start = time.perf_counter()
+        naive_iw(model, images, k, device)
+        sync(device)
+        naive_s = time.perf_counter() - start
+    add_row(result, {
+        "measure": f"eval, IW K={k}", "naive": naive_s and num / naive_s, "vaebench": num / seconds,
+        "gflop_per_image": eval_flops + (k + 2) * flops["decode"], "images": num,
+    })  # fmt: skip
+    write(result, args.json)
+    if args.k1000:
+        big = args.large_k
+        vaebench_eval(model, data, warm, big, device)
+        seconds = vaebench_eval(model, data, num, big, device)
+        add_row(result, {
+            "measure": f"eval, IW K={big}", "naive": None, "vaebench": num / seconds,
+            "gflop_per_image": eval_flops + (big + 2) * flops["decode"], "images": num,
+        })  # fmt: skip
+        projected = CELEBA_TEST * seconds / num
+        result["targets"] |= {"iw_large_k": big, "iw_large_k_test_split_s": projected}
+        result["notes"].append(
+            f"IW K={big} on CelebA's test split ({CELEBA_TEST:,} images), projected from {num} images: "
+            f"{projected:,.0f} s"
+        )
+        write(result, args.json)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -381,6 +494,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "model": model_spec.model_dump(mode="json"),
         "rows": [],
+        "targets": {},  # the figures benchmarks/RESULTS.md's targets are about, as measured here
         "notes": [],
     }
     flops = flops_per_image(model_spec)
@@ -397,73 +511,21 @@ def main(argv: list[str] | None = None) -> None:
         result["notes"].append(
             f"{args.jpegs} JPEGs generated and cached in {time.perf_counter() - start:.1f} s"
         )
-        folder = root / "celeba" / "img_align_celeba"
-
-        for batch in args.batch_sizes:
-            fast = vaebench_train(args, model_spec, data, batch)
-            naive = None if args.skip_naive else naive_train(args, model_spec, folder, batch)
-            result["rows"].append({
-                "measure": f"train, batch {batch}", "batch": batch,
-                "naive": naive and naive["images_per_s"], "vaebench": fast["images_per_s"],
-                "gflop_per_image": flops["train_step"], "warmup_s": fast["warmup_s"],
-                "naive_detail": naive, "vaebench_detail": fast,
-            })  # fmt: skip
-            console.print(result["rows"][-1])
-            write(result, args.json)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-        torch.manual_seed(0)
-        model = build_model(model_spec, IMAGE_SIZE).to(device)
-        images = torch.from_numpy(data.array[: args.eval_images].copy())
-        num = len(images)
-        eval_flops = flops["forward"] - flops["decode"]  # the encoder, once per image
-        k = args.iw_samples
-        warm = min(
-            num, 64
-        )  # one batch first: the same shapes, so cuDNN's and the allocator's first-time costs
-        vaebench_eval(model, data, warm, k, device)
-        seconds = vaebench_eval(model, data, num, k, device)
-        naive_s = None
-        if not args.skip_naive:
-            naive_iw(model, images[:warm], k, device)
-            start = time.perf_counter()
-            naive_iw(model, images, k, device)
-            sync(device)
-            naive_s = time.perf_counter() - start
-        result["rows"].append({
-            "measure": f"eval, IW K={k}", "naive": naive_s and num / naive_s, "vaebench": num / seconds,
-            "gflop_per_image": eval_flops + (k + 2) * flops["decode"], "images": num,
-        })  # fmt: skip
-        if args.k1000:
-            vaebench_eval(model, data, warm, 1000, device)
-            seconds = vaebench_eval(model, data, num, 1000, device)
-            result["rows"].append({
-                "measure": "eval, IW K=1000", "naive": None, "vaebench": num / seconds,
-                "gflop_per_image": eval_flops + 1002 * flops["decode"], "images": num,
-            })  # fmt: skip
-            result["notes"].append(
-                f"IW K=1000 on CelebA's test split ({CELEBA_TEST:,} images), projected from {num}: "
-                f"{CELEBA_TEST * seconds / num:,.0f} s"
-            )
         write(result, args.json)
-
-        by_batch = {r.get("batch"): r for r in result["rows"]}
-        if 32 in by_batch:
-            row = by_batch[32]
-            naive_epoch = CELEBA_TRAIN / row["naive"] if row["naive"] else None
-            result["notes"].append(
-                f"One CelebA-64 epoch ({CELEBA_TRAIN:,} images) at batch 32, from the step rate: vaebench "
-                f"{CELEBA_TRAIN / row['vaebench']:,.1f} s, naive {fmt(naive_epoch, 1)} s"
-            )
-        if args.packing > 1:
+        if "train" in args.parts:
+            time_training(args, model_spec, result, data, root / "celeba" / "img_align_celeba")
+        if "eval" in args.parts:
+            time_evaluation(args, model_spec, result, data)
+        if "packing" in args.parts and args.packing > 1:
             pack = packing(args, model_spec, cache)
             result["packing"] = pack
+            result["targets"]["packing_ratio"] = pack["ratio"]
             one, many = pack["1_processes"], pack[f"{args.packing}_processes"]
             result["notes"].append(
-                f"Packing at batch 32: 1 process {one['aggregate_images_per_s']:,.0f} img/s, {args.packing} "
-                f"processes {many['aggregate_images_per_s']:,.0f} img/s together ({pack['ratio']:.2f}x; "
-                f"per process {', '.join(f'{v:,.0f}' for v in many['per_process'])})"
+                f"Packing at batch {args.packing_batch}: 1 process "
+                f"{one['aggregate_images_per_s']:,.0f} img/s, {args.packing} processes "
+                f"{many['aggregate_images_per_s']:,.0f} img/s together "
+                f"({pack['ratio']:.2f}x; per process {', '.join(f'{v:,.0f}' for v in many['per_process'])})"
             )
         write(result, args.json)
     print_report(result)

@@ -201,10 +201,13 @@ class FastTrainStep:
     must be fused (`build_optimizer(..., fused=True)`); it gets its learning rate as a device tensor.
 
     compile: None follows train.compile (`compile_enabled`). backend: torch.compile's backend; on CUDA
-    inductor runs in "reduce-overhead" mode (CUDA graphs). channels_last: None means "when compiling":
-    the model is converted in place (the optimizer keeps its parameters) so that compiled convolutions
-    need no layout changes; eager steps keep the default layout, because eager GroupNorm on CUDA turns
-    channels_last activations back into contiguous ones around every norm. `state` (the trainer's loop
+    inductor runs in "reduce-overhead" mode (CUDA graphs). fullgraph: a graph break is a compile error
+    (so the step falls back to eager with a CompileWarning) instead of splitting the step into several
+    graphs; benchmarks/compiled_objectives.py sets it to prove that each objective compiles whole.
+    channels_last: None means "when compiling": the model is converted in place (the optimizer keeps its
+    parameters) so that compiled convolutions need no layout changes; eager steps keep the default
+    layout, because eager GroupNorm on CUDA turns channels_last activations back into contiguous ones
+    around every norm. `state` (the trainer's loop
     state) seeds the counters when resuming.
     """
 
@@ -220,6 +223,7 @@ class FastTrainStep:
         *,
         compile: bool | None = None,
         backend: str = "inductor",
+        fullgraph: bool = False,
         channels_last: bool | None = None,
         state: dict | None = None,
     ) -> None:
@@ -269,9 +273,11 @@ class FastTrainStep:
             torch._dynamo.reset()
             if backend == "inductor" and self.device.type == "cuda":
                 self._cuda_graphs = True
-                self._compiled = torch.compile(self._loss, backend=backend, mode="reduce-overhead")
+                self._compiled = torch.compile(
+                    self._loss, backend=backend, mode="reduce-overhead", fullgraph=fullgraph
+                )
             else:
-                self._compiled = torch.compile(self._loss, backend=backend)
+                self._compiled = torch.compile(self._loss, backend=backend, fullgraph=fullgraph)
 
     @property
     def compiled(self) -> bool:
