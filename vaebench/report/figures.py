@@ -195,7 +195,8 @@ def temperature_note(drawn: dict[str, Any] | None, run_folder: dict[str, Any] | 
     elif final is None:
         at_end = "not measured in the run folder (no spread at τ = 0.5 and 1 in figures/temperature.json)"
     else:
-        at_end = f"{final:.2f} at the end of training (step {run_folder.get('step')}, the run folder's record)"
+        step = run_folder.get("step")
+        at_end = f"{final:.2f} at the end of training (step {step}, the run folder's record)"
     if drawn is None:
         return [Text(f"Temperature: no measurement of this figure; spread(0.5)/spread(1) {at_end}.")]
     ratio = spread_ratio(drawn)
@@ -203,8 +204,8 @@ def temperature_note(drawn: dict[str, Any] | None, run_folder: dict[str, Any] | 
     shown = "not measured" if ratio is None else f"{ratio:.2f}"
     notes = [
         Text(
-            f"Temperature grid, τ = {taus}: spread of {drawn.get('samples')} prior samples (per-pixel standard "
-            f"deviation of the decoder means, averaged over pixels, [0, 1] intensities) "
+            f"Temperature grid, τ = {taus}: spread of {drawn.get('samples')} prior samples (per-pixel "
+            "standard deviation of the decoder means, averaged over pixels, [0, 1] intensities) "
             f"{_numbers(drawn['spread'])}; mean absolute change from the row above "
             f"{_numbers(drawn['change'])}. spread(0.5)/spread(1) = {shown} for this checkpoint "
             f"(step {drawn.get('step')}); {at_end}."
@@ -217,8 +218,8 @@ def temperature_note(drawn: dict[str, Any] | None, run_folder: dict[str, Any] | 
                 "as at τ = 1, where a decoder linear in z would give 50%. The decoder's GroupNorm layers "
                 "rescale its features, so its output depends on the direction of z much more than on its "
                 "length; only near τ = 0, where the bias of its first layer outweighs τ·z, do the samples "
-                "move towards the τ = 0 row (the decoder at the prior mean z = 0). Read the rows between "
-                "0.5 and 1.5 as the same samples, not as a trade of diversity for quality."
+                "move towards the τ = 0 row (the decoder at the prior mean z = 0). Read the rows from "
+                "τ = 0.5 up as the same samples, not as a trade of diversity for quality."
             )
         )
     return notes
