@@ -657,8 +657,9 @@ def test_report_says_beside_each_temperature_grid_how_much_its_rows_vary(
         ratio = drawn["spread_ratio_0.5_1"]
         ratios.append(ratio)
         assert f"spread(0.5)/spread(1) = {ratio:.2f} for this checkpoint (step {drawn['step']})" in markdown
-        spreads = " · ".join(f"{v:.3f}" for v in drawn["spread"])
-        assert spreads in markdown and spreads in html
+        spreads = " | ".join(f"{v:.3f}" for v in drawn["spread"])
+        assert f"| spread | {spreads} |" in markdown
+        assert all(f'<td class="num">{v:.3f}</td>' in html for v in drawn["spread"])
     run_folders = list((quickstart_runs / "quickstart").glob("*/seed*/figures/temperature.json"))
     assert len(run_folders) == 4
     for path in run_folders:

@@ -17,6 +17,8 @@ from vaebench.figures import (
     temperature_spread,
 )
 from vaebench.report.figures import temperature_note
+from vaebench.report.render import Table, Text
+from vaebench.report.tables import MISSING
 from vaebench.spec import ModelSpec
 from vaebench.vae import VAE, build_model
 
@@ -104,17 +106,25 @@ def _record(ratio: float, step: int = 500) -> dict:
     }
 
 
+def _text(blocks: list) -> str:
+    return " ".join(b.text for b in blocks if isinstance(b, Text))
+
+
 def test_note_says_plainly_when_temperature_barely_changes_the_samples() -> None:
-    flat = " ".join(n.text for n in temperature_note(_record(0.91), _record(0.9)))
+    blocks = temperature_note(_record(0.91), _record(0.9))
+    flat = _text(blocks)
     assert "spread(0.5)/spread(1) = 0.91" in flat and "0.90 at the end of training (step 500" in flat
     assert "Temperature barely changes this model's samples" in flat and "GroupNorm" in flat
-    assert "0.000 · 0.091 · 0.100" in flat and "– · 0.050 · 0.010" in flat
-    linear = " ".join(n.text for n in temperature_note(_record(0.5), _record(0.5)))
+    (table,) = [b.frame for b in blocks if isinstance(b, Table)]
+    assert list(table.columns) == ["τ", "0", "0.5", "1"]
+    assert table.iloc[0].tolist() == ["spread", "0.000", "0.091", "0.100"]
+    assert table.iloc[1].tolist() == ["change from the row above", MISSING, "0.050", "0.010"]
+    linear = _text(temperature_note(_record(0.5), _record(0.5)))
     assert "spread(0.5)/spread(1) = 0.50" in linear and "barely" not in linear
 
 
 def test_note_says_not_measured_for_a_run_folder_made_before_the_measurement() -> None:
-    text = " ".join(n.text for n in temperature_note(_record(0.6), None))
+    text = _text(temperature_note(_record(0.6), None))
     assert "not measured in the run folder" in text
-    text = " ".join(n.text for n in temperature_note(None, None))
+    text = _text(temperature_note(None, None))
     assert "no measurement of this figure" in text and "not measured" in text

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import pandas as pd
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
@@ -37,7 +38,8 @@ from vaebench.figures import (
     temperature_grid,
     temperature_record,
 )
-from vaebench.report.render import Text
+from vaebench.report.render import Table, Text
+from vaebench.report.tables import MISSING
 from vaebench.vae import VAE
 
 PADDING = 2  # pixels between images in vaebench.figures grids (torchvision's save_image padding)
@@ -179,11 +181,18 @@ def writeup_figures(
     return {name: finish_grid(png, scale, labels, tile) for name, (png, labels) in made.items()}
 
 
-def _numbers(values: Sequence[float | None]) -> str:
-    return " · ".join("–" if v is None else f"{v:.3f}" for v in values)
+def temperature_table(record: dict[str, Any]) -> pd.DataFrame:
+    """A `temperature_spread` record as a table of strings: one column per tau, rows spread and change."""
+
+    def cells(values: Sequence[float | None]) -> list[str]:
+        return [MISSING if v is None else f"{v:.3f}" for v in values]
+
+    columns = ["τ", *(f"{t:g}" for t in record["temperatures"])]
+    rows = [["spread", *cells(record["spread"])], ["change from the row above", *cells(record["change"])]]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def temperature_note(drawn: dict[str, Any] | None, run_folder: dict[str, Any] | None) -> list[Text]:
+def temperature_note(drawn: dict[str, Any] | None, run_folder: dict[str, Any] | None) -> list[Text | Table]:
     """What the temperature grid shows, in numbers: the spread of the drawn model's prior samples at
     each tau and the change between rows (`drawn`: its temperature.json), and spread(0.5) / spread(1)
     here and at the end of training (`run_folder`: the run folder's figures/temperature.json, None for
@@ -200,16 +209,16 @@ def temperature_note(drawn: dict[str, Any] | None, run_folder: dict[str, Any] | 
     if drawn is None:
         return [Text(f"Temperature: no measurement of this figure; spread(0.5)/spread(1) {at_end}.")]
     ratio = spread_ratio(drawn)
-    taus = ", ".join(f"{t:g}" for t in drawn["temperatures"])
     shown = "not measured" if ratio is None else f"{ratio:.2f}"
-    notes = [
+    notes: list[Text | Table] = [
         Text(
-            f"Temperature grid, τ = {taus}: spread of {drawn.get('samples')} prior samples (per-pixel "
-            "standard deviation of the decoder means, averaged over pixels, [0, 1] intensities) "
-            f"{_numbers(drawn['spread'])}; mean absolute change from the row above "
-            f"{_numbers(drawn['change'])}. spread(0.5)/spread(1) = {shown} for this checkpoint "
-            f"(step {drawn.get('step')}); {at_end}."
-        )
+            f"Temperature grid, measured on {drawn.get('samples')} prior samples: spread is the per-pixel "
+            "standard deviation of the decoder means over the samples, averaged over pixels, on [0, 1] "
+            "intensities; change is the mean absolute difference per pixel value from the row above (same "
+            f"noise). spread(0.5)/spread(1) = {shown} for this checkpoint (step {drawn.get('step')}); "
+            f"{at_end}."
+        ),
+        Table(temperature_table(drawn)),
     ]
     if ratio is not None and ratio > FLAT_RATIO:
         notes.append(
@@ -219,7 +228,7 @@ def temperature_note(drawn: dict[str, Any] | None, run_folder: dict[str, Any] | 
                 "rescale its features, so its output depends on the direction of z much more than on its "
                 "length; only near τ = 0, where the bias of its first layer outweighs τ·z, do the samples "
                 "move towards the τ = 0 row (the decoder at the prior mean z = 0). Read the rows from "
-                "τ = 0.5 up as the same samples, not as a trade of diversity for quality."
+                "τ = 0.5 up as nearly the same samples, not as a trade of diversity for quality."
             )
         )
     return notes
