@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -590,7 +591,7 @@ def test_report_of_real_runs_writes_every_file(quickstart_report: Path) -> None:
             pixels = np.asarray(image.convert("RGB"), dtype=float)
         assert pixels.std() > 0, f"{png} is blank"
     with Image.open(quickstart_report / "figures" / "isotropic" / "temperature.png") as image:
-        assert image.height == 2 * 5 * (16 + 2) + 2 * 2  # 5 temperature rows of 16 px tiles, padded, x2
+        assert image.height == 2 * 6 * (16 + 2) + 2 * 2  # 6 temperature rows of 16 px tiles, padded, x2
     with Image.open(quickstart_report / "figures" / "isotropic" / "interpolation.png") as image:
         # 2 pairs; each row: the real first image, 4 decoded steps, the real second image
         assert image.size == (2 * (6 * (16 + 2) + 2), 2 * (2 * (16 + 2) + 2))
@@ -641,6 +642,46 @@ def test_real_tables_equal_the_summaries_of_the_runs(quickstart_runs: Path, quic
     assert row["ci_high"] - row["mean_diff"] == pytest.approx(
         12.7062047 * statistics.stdev(diffs) / math.sqrt(2)
     )
+
+
+def test_report_says_beside_each_temperature_grid_how_much_its_rows_vary(
+    quickstart_runs: Path, quickstart_report: Path
+) -> None:
+    """The report measures the model it draws the grid from (temperature.json beside the figure), gives
+    spread(0.5)/spread(1) there and in the run folder, and says plainly when temperature barely matters."""
+    markdown = (quickstart_report / "report.md").read_text()
+    html = (quickstart_report / "report.html").read_text()
+    ratios = []
+    for variant in ("isotropic", "variance"):
+        drawn = json.loads((quickstart_report / "figures" / variant / "temperature.json").read_text())
+        ratio = drawn["spread_ratio_0.5_1"]
+        ratios.append(ratio)
+        assert f"spread(0.5)/spread(1) = {ratio:.2f} for this checkpoint (step {drawn['step']})" in markdown
+        spreads = " | ".join(f"{v:.3f}" for v in drawn["spread"])
+        assert f"| spread | {spreads} |" in markdown
+        assert all(f'<td class="num">{v:.3f}</td>' in html for v in drawn["spread"])
+    run_folders = list((quickstart_runs / "quickstart").glob("*/seed*/figures/temperature.json"))
+    assert len(run_folders) == 4
+    for path in run_folders:
+        record = json.loads(path.read_text())
+        assert record["step"] == 8 and record["spread_ratio_0.5_1"] > 0
+    assert markdown.count("at the end of training (step 8, the run folder's record)") == 2
+    flat = "Temperature barely changes this model's samples"
+    assert markdown.count(flat) == sum(r > 0.8 for r in ratios)
+
+
+def test_a_run_folder_without_the_temperature_record_still_reports_it_as_not_measured(
+    quickstart_runs: Path, tmp_path: Path
+) -> None:
+    """A run folder made before vaebench measured the temperature grid: the report draws and measures
+    the figure as before, and says the run folder's number was not measured."""
+    old = tmp_path / "runs" / "quickstart" / "isotropic" / "seed0"
+    shutil.copytree(quickstart_runs / "quickstart" / "isotropic" / "seed0", old)
+    (old / "figures" / "temperature.json").unlink()
+    out = build_report([tmp_path / "runs"], out=tmp_path / "report", figure_images=2, figure_scale=1)
+    markdown = (out / "report.md").read_text()
+    assert "not measured in the run folder (it predates figures/temperature.json)" in markdown
+    assert "spread(0.5)/spread(1) = " in markdown  # the report's own measurement of its figure
 
 
 def test_html_is_self_contained(quickstart_report: Path) -> None:

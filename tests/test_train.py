@@ -36,6 +36,7 @@ from vaebench.checkpoint import load_checkpoint
 from vaebench.cli import app
 from vaebench.errors import UserError
 from vaebench.experiments import load_experiment, select
+from vaebench.figures import TEMPERATURES
 from vaebench.progress import PlainProgress
 from vaebench.runfolder import read_metrics
 from vaebench.runner import plan_runs, run_one, run_queue
@@ -248,7 +249,7 @@ def test_summary_and_checkpoints_hold_the_last_and_the_best_step(reference: Path
 
 @pytest.mark.parametrize(
     ("name", "grid"),  # grid: (columns, rows) of 16x16 tiles with 2-pixel padding
-    [("reconstructions", (8, 2)), ("samples", (4, 4)), ("interpolation", (8, 4)), ("temperature", (8, 5))],
+    [("reconstructions", (8, 2)), ("samples", (4, 4)), ("interpolation", (8, 4)), ("temperature", (8, 6))],
 )
 def test_figures_are_pngs_that_decode_and_are_not_blank(
     reference: Path, name: str, grid: tuple[int, int]
@@ -263,6 +264,19 @@ def test_figures_are_pngs_that_decode_and_are_not_blank(
     # Not blank: the tiles hold images with structure, not one flat colour (padding excluded).
     assert max(t.std() for t in tiles) > 2.0
     assert np.mean([t.mean() for t in tiles]) < 250  # not all white either
+
+
+def test_a_finished_run_records_how_much_its_temperature_grid_varies_beside_it(reference: Path) -> None:
+    """figures/temperature.json: the spread of 64 prior samples at each of the grid's temperatures,
+    measured on the model the figures show (last.pt), and spread(0.5) / spread(1)."""
+    record = json.loads((reference / "figures" / "temperature.json").read_text())
+    assert record["temperatures"] == list(TEMPERATURES) and record["samples"] == 64
+    assert record["step"] == last(reference)["loop"]["step"]
+    spread = dict(zip(record["temperatures"], record["spread"], strict=True))
+    assert spread[0.0] == pytest.approx(0, abs=1e-7)  # z = 0 in every column: one image
+    assert spread[1.0] > 0
+    assert record["spread_ratio_0.5_1"] == pytest.approx(spread[0.5] / spread[1.0])
+    assert record["change"][0] is None and all(c >= 0 for c in record["change"][1:])
 
 
 def test_env_json_records_code_packages_device_and_command_line(reference: Path) -> None:

@@ -9,7 +9,7 @@ Layout of one run (``runs/<experiment>/<variant>/seed<k>/``, see `RunPaths`)::
     wandb_id             the W&B run id, reused when the run resumes
     DONE                 written last: the run finished (a folder without it is resumable)
     checkpoints/         last.pt, best.pt
-    figures/             *.png
+    figures/             *.png, temperature.json (how much the temperature grid's samples vary)
     eval/                evaluation outputs
     wandb/               W&B's own files (offline runs, logs)
 

@@ -194,7 +194,7 @@ def finish_run(paths: RunPaths, device: torch.device, tracker: Any = None) -> di
     loop = last["loop"]
     test_set = datasets.build_dataset(spec.data, "test")
     images = to_float(next(eval_batches(test_set, 16)), device)
-    figures = standard_figures(model, images, paths.figures, seed=document["seed"])
+    figures = standard_figures(model, images, paths.figures, seed=document["seed"], step=loop["step"])
     if tracker is not None:
         tracker.log_images(figures, loop["step"])
     if spec.eval.at_end:

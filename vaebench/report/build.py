@@ -8,7 +8,8 @@ The output folder (default reports/<experiment>/) holds::
                                  each as .csv (numbers), .md and .tex (booktabs)
     plots/                       every registered plot (`vaebench.report.plots`): curves, bits_per_dim,
                                  effects, latent_usage, beta_sweep, ...: .png and .pdf
-    figures/<variant>/           reconstructions, interpolation, temperature, curves: .png and .pdf
+    figures/<variant>/           reconstructions, interpolation, temperature, curves: .png and .pdf;
+                                 temperature.json (the spread of the samples at each tau)
     .vaebench-report             marks the folder as a report, so regenerating may replace it
 
 Regenerating is idempotent: the folder's previous report files are removed first, nothing records
@@ -451,7 +452,8 @@ def _writeup_section(
             "means of their posterior means. Interpolation: each row starts at a real test image (left), "
             "decodes the straight line between the posterior means of it and a second image, and ends at "
             "that real image (right). Temperature: prior samples z ~ N(0, τ²I), the same noise in every "
-            "row."
+            "row, from τ = 0 (the decoder at the prior mean, the same image in every column) up; beside "
+            "it, how much 64 such samples vary at each τ."
         ),
     ]
     local = {title: rs.record(run) for title, run in chosen.items()}
@@ -499,8 +501,9 @@ def _writeup_section(
 def _variant_figures(
     rs: RunSet, run: str, out: Path, title: str, palette: dict, images: int, scale: int, device: str
 ) -> list[render.Block]:
-    """One run's reconstructions, interpolation, temperature grid and loss curves, side by side."""
-    from vaebench.report.figures import writeup_figures
+    """One run's reconstructions, interpolation, temperature grid and loss curves, side by side, and
+    what the temperature grid's rows measure (`temperature_note`)."""
+    from vaebench.report.figures import temperature_note, writeup_figures
 
     rec = rs.record(run)
     folder = out / "figures" / title.replace("/", "_").replace(" ", "_")
@@ -509,15 +512,20 @@ def _variant_figures(
     try:
         made = writeup_figures(rec.local_dir, folder, images=images, scale=scale, device=device)
     except UserError as err:
-        return [render.Text(f"No figures: {err}")]
+        return [render.Text(f"No figures: {err}"), *temperature_note(None, rec.temperature)]
     captions = {
         "reconstructions": "Reconstructions: inputs over reconstructions.",
         "interpolation": "Latent interpolation between pairs of test images (real images at the ends).",
-        "temperature": "Prior samples at temperatures τ (rows).",
+        "temperature": "Prior samples at temperatures τ (rows; τ = 0: the decoder at z = 0).",
     }
     shown = [block for name, paths in made.items() for block in _image(paths, out, captions[name], True)]
     shown += _image(plot_run_curves(rs, run, palette, folder / "curves"), out, "Loss curves of this run.")
-    return [render.Row([b for b in shown if isinstance(b, render.Image)])]
+    measured = folder / "temperature.json"
+    drawn = json.loads(measured.read_text()) if measured.is_file() else None
+    return [
+        render.Row([b for b in shown if isinstance(b, render.Image)]),
+        *temperature_note(drawn, rec.temperature),
+    ]
 
 
 def _row_label(rs: RunSet, title: str, rec: Any) -> str:

@@ -62,6 +62,7 @@ class RunRecord:
     per_dim: dict[str, list[Any]] = field(default_factory=dict)  # eval/<split>.json: kl_per_dim, ...
     eval_settings: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] | None = None  # env.json
+    temperature: dict[str, Any] | None = None  # figures/temperature.json; None: not measured (older runs)
     local_dir: Path | None = None  # the folder on disk (write-up figures need its checkpoints)
     label: str = ""  # short name for tables: <experiment>/<variant>/seed<k> or the W&B run path
 
@@ -189,6 +190,7 @@ def _read_files(paths: RunPaths, record: RunRecord) -> None:
             record.eval_settings = dict(latest.get("settings") or {})
         except (UserError, KeyError, TypeError) as err:
             notes.append(f"{eval_file.name} unreadable ({type(err).__name__}); no per-dimension statistics")
+    record.temperature = _temperature_record(paths.figures / "temperature.json")
     if paths.env.exists():
         try:
             env = read_json(paths.env)
@@ -196,6 +198,17 @@ def _read_files(paths: RunPaths, record: RunRecord) -> None:
         except UserError:
             notes.append("env.json unreadable")
     record.reason = "; ".join(notes)
+
+
+def _temperature_record(path: Path) -> dict[str, Any] | None:
+    """The run's temperature-grid measurement (`vaebench.figures.measure_temperature`), or None when the
+    run folder has none (made before vaebench measured it) or it cannot be read: a figure's note, not a
+    reason to list the run as broken."""
+    try:
+        record = read_json(path) if path.is_file() else None
+    except UserError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _finite(value: Any) -> bool:
