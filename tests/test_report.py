@@ -669,7 +669,6 @@ def test_cli_regenerates_the_same_report(quickstart_runs: Path, quickstart_repor
             "--figure-scale",
             "2",
         ],
-        terminal_width=200,
     )
     assert result.exit_code == 0, result.output
     assert (

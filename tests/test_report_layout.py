@@ -464,11 +464,11 @@ def test_the_latent_usage_lines_are_told_apart_by_levels_not_by_16_names(grid_ru
 def test_report_cli_group_by_colours_the_curves_by_that_axis(grid_runs_2x2: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     args = ["report", str(grid_runs_2x2), "--out", str(out), "--no-figures"]
-    result = CliRunner().invoke(app, [*args, "--group-by", "beta"], terminal_width=200)
+    result = CliRunner().invoke(app, [*args, "--group-by", "beta"])
     assert result.exit_code == 0, result.output
     curves = _section((out / "report.md").read_text(), "Training curves")
     assert "Colour: beta, line style: decoder" in curves
-    wrong = CliRunner().invoke(app, [*args, "--group-by", "colour"], terminal_width=200)
+    wrong = CliRunner().invoke(app, [*args, "--group-by", "colour"])
     assert wrong.exit_code != 0 and "choose one of decoder, beta, variant" in wrong.output
     assert (out / "report.md").is_file()  # refused before the previous report was removed
 
