@@ -62,6 +62,11 @@ def plan_runs(
     """
     if suffix is not None and not re.fullmatch(r"[\w.=-]+", suffix):
         raise UserError(f"Run name suffix {suffix!r}: use letters, digits and . = - _ only.")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise UserError(
+            f"--seed {negative[0]}: seeds are 0 or more (each names a run folder, seed<k>, as in the spec)."
+        )
     repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
     if repeated:
         raise UserError(f"--seed {repeated[0]} is given twice: each seed is one run folder; give each once.")
