@@ -54,3 +54,10 @@ def no_weight_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
         raise OSError(f"tests do not download ({url}); stub torch.hub.download_url_to_file")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.fixture(autouse=True)
+def narrow_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs as in a 40-column CI log: output that is not a terminal is never wrapped
+    (vaebench.console), so no test may depend on the console's width or on its tmp_path's length."""
+    monkeypatch.setenv("COLUMNS", "40")

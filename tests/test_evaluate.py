@@ -223,9 +223,7 @@ def test_evaluation_is_deterministic_and_independent_of_the_iw_chunk_size(traine
 
 
 def test_cli_evaluate_prints_a_table_of_the_metrics(run: Path) -> None:
-    result = runner.invoke(
-        app, ["evaluate", str(run), "--iw-samples", "5", "--device", "cpu"], env={"COLUMNS": "200"}
-    )
+    result = runner.invoke(app, ["evaluate", str(run), "--iw-samples", "5", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     summary = read_json(run / "summary.json")
     assert summary["test/iw_samples"] == 5
@@ -237,14 +235,14 @@ def test_cli_evaluate_prints_a_table_of_the_metrics(run: Path) -> None:
 def test_cli_evaluate_rejects_what_is_not_a_run_folder(run: Path, tmp_path: Path) -> None:
     empty = tmp_path / "not_a_run"
     empty.mkdir()
-    result = runner.invoke(app, ["evaluate", str(run), str(empty)], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["evaluate", str(run), str(empty)])
     assert result.exit_code == 1
     assert "not a run folder" in result.output and "spec.yaml" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     assert read_json(run / "summary.json")["test/iw_samples"] == 20  # checked before evaluating any
 
     (run / "checkpoints" / "best.pt").unlink()
-    result = runner.invoke(app, ["evaluate", str(run)], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["evaluate", str(run)])
     assert result.exit_code == 1 and "--checkpoint last" in result.output
 
 

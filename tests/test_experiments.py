@@ -183,7 +183,7 @@ def test_select_unknown_variant_lists_the_known_ones() -> None:
 
 
 def test_cli_spec_show_lists_all_16_variants() -> None:
-    result = runner.invoke(app, ["spec", "show", str(EXPERIMENTS / "ablation.yaml")], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["spec", "show", str(EXPERIMENTS / "ablation.yaml")])
     assert result.exit_code == 0, result.output
     assert "16 variants" in result.output
     assert "decoder-variance_perceptual-on_anneal-cosine_batch-32" in result.output
@@ -199,7 +199,7 @@ def test_cli_spec_show_applies_set_and_trailing_agent_overrides() -> None:
         "loss.beta=3",
         "--optim.lr=1e-05",
     ]
-    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     docs = [d for d in result.output.split("\n") if d.strip().startswith(("beta:", "lr:"))]
     assert "beta: 3.0" in [d.strip() for d in docs] and "lr: 1.0e-05" in [d.strip() for d in docs]

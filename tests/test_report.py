@@ -546,6 +546,36 @@ def test_wandb_errors_become_user_errors() -> None:
         load_wandb(Broken(), "e/p")
 
 
+@pytest.mark.parametrize("path", ["nothing-here", "ent/proj/extra", "/proj", "ent/", "my team/proj"])
+def test_a_wandb_path_that_is_not_entity_project_is_refused_before_any_login(
+    path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wandb
+
+    def no_api(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("wandb.Api() was created: it asks for a login")
+
+    monkeypatch.setattr(wandb, "Api", no_api)
+    result = CliRunner().invoke(app, ["report", "--wandb", path, "--out", str(tmp_path / "report")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"--wandb {path!r} is not ENTITY/PROJECT" in result.output and "login" not in result.output
+    assert not (tmp_path / "report").exists()
+
+
+def test_figures_from_a_missing_folder_says_it_does_not_exist(grid_runs: Path, tmp_path: Path) -> None:
+    """And a folder that exists but was not loaded is refused before the previous report is touched."""
+    out = build_report([grid_runs], "grid", tmp_path / "report", figures=False)
+    before = (out / "report.md").read_text()
+    missing = grid_runs / "grid" / "decoder-isotropic_beta-1" / "seed7"
+    with pytest.raises(UserError, match=rf"--figures-from {re.escape(str(missing))} does not exist"):
+        build_report([grid_runs], "grid", out, figure_runs=[missing])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(UserError, match="not one of the loaded runs of grid"):
+        build_report([grid_runs], "grid", out, figure_runs=[elsewhere])
+    assert (out / "report.md").read_text() == before and (out / "tables" / "variants.csv").exists()
+
+
 # ----------------------------------------------------------------------------- a real training
 
 
@@ -710,7 +740,6 @@ def test_cli_regenerates_the_same_report(quickstart_runs: Path, quickstart_repor
             "--figure-scale",
             "2",
         ],
-        terminal_width=200,
     )
     assert result.exit_code == 0, result.output
     assert (

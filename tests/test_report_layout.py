@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -256,6 +258,71 @@ def test_the_variants_table_has_axis_columns_and_marks_ties_with_the_best(tmp_pa
     assert '<td class="num">≈ +0.0500</td>' in html
 
 
+@pytest.fixture
+def one_seed_pair(tmp_path: Path) -> Path:
+    """The quickstart's shape: two decoders, one seed, every report metric, so each effect in the effects
+    table reads "+0.6113 (1 seed, no interval)"."""
+    for decoder, shift in (("isotropic", 0.0), ("variance", 1.0)):
+        metrics = {
+            "bpd_elbo": 8.1463 + 0.6113 * shift, "bpd_iw": 8.1243 + 0.62 * shift, "kl": 5.88 + 1.58 * shift,
+            "active_units": 4.0, "mutual_info": 2.292 - 1.036 * shift, "recon_bpd": 8.1353 + 0.6083 * shift,
+            "psnr": 15.29 - 0.68 * shift,
+        }  # fmt: skip
+        make_run(tmp_path / "runs", decoder, 0, {"variant": decoder}, metrics)
+    return tmp_path / "runs"
+
+
+def _effects_cells(html: str) -> list[str]:
+    """The numeric cells of report.html's effects table, as HTML."""
+    section = html[html.index('id="effect-of-each-ablation-axis"') :]
+    table = section[section.index("<table>") : section.index("</table>")]
+    return re.findall(r'<td class="num">(.*?)</td>', table)
+
+
+def test_an_effect_without_an_interval_wraps_below_its_estimate_so_the_table_fits_the_page(
+    one_seed_pair: Path, tmp_path: Path
+) -> None:
+    """At 1400 px the quickstart's effects table ran past the right edge: 7 cells of an unbreakable
+    "+0.6113 (1 seed, no interval)" are 1700 px. Only the estimate may not break; "(1 seed, no interval)"
+    or "[lo, hi]" goes on a line of its own that wraps."""
+    out = build_report([one_seed_pair], out=tmp_path / "report", figures=False)
+    html = (out / "report.html").read_text()
+    cells = [c for c in _effects_cells(html) if "interval" in c]
+    assert len(cells) == 6  # active units is constant: a note, not an effect
+    assert '+0.6113<span class="interval wrap">(1 seed, no interval)</span>' in cells
+    unbreakable = [re.sub(r'<span class="interval wrap">.*?</span>', "", c) for c in cells]
+    assert max(len(text) for text in unbreakable) <= len("+0.6113")
+    assert ".interval.wrap { white-space: normal; }" in html
+
+
+def _browser() -> str | None:
+    return next(
+        (b for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)), None
+    )
+
+
+@pytest.mark.skipif(_browser() is None, reason="needs a headless Chromium or Chrome")
+def test_no_report_table_runs_past_the_page_in_a_1400_px_browser_window(
+    one_seed_pair: Path, tmp_path: Path
+) -> None:
+    """Laid out by a real browser: each table fits its 1280 px column (or scrolls inside it, never past)."""
+    out = build_report([one_seed_pair], out=tmp_path / "report", figures=False)
+    probe = (
+        "<script>document.body.dataset.overflow = JSON.stringify([...document.querySelectorAll("
+        "'.table-wrap')].filter(w => w.scrollWidth > w.clientWidth + 1).map(w => w.scrollWidth));</script>"
+    )
+    page = out / "probe.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", probe + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    dom = subprocess.run(
+        [str(_browser()), *flags, "--window-size=1400,2000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    found = re.search(r'data-overflow="([^"]*)"', dom)
+    assert found is not None, dom[:500]
+    assert json.loads(found.group(1).replace("&quot;", '"')) == []  # widths of tables wider than the page
+
+
 def test_a_list_of_named_variants_keeps_the_variant_column(two_variants: Path, tmp_path: Path) -> None:
     make_run(two_variants, "baseline", 0, {"variant": "baseline"}, {"bpd_elbo": 1.0}, experiment="named")
     out = build_report([two_variants], "named", tmp_path / "report", figures=False)
@@ -464,11 +531,11 @@ def test_the_latent_usage_lines_are_told_apart_by_levels_not_by_16_names(grid_ru
 def test_report_cli_group_by_colours_the_curves_by_that_axis(grid_runs_2x2: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     args = ["report", str(grid_runs_2x2), "--out", str(out), "--no-figures"]
-    result = CliRunner().invoke(app, [*args, "--group-by", "beta"], terminal_width=200)
+    result = CliRunner().invoke(app, [*args, "--group-by", "beta"])
     assert result.exit_code == 0, result.output
     curves = _section((out / "report.md").read_text(), "Training curves")
     assert "Colour: beta, line style: decoder" in curves
-    wrong = CliRunner().invoke(app, [*args, "--group-by", "colour"], terminal_width=200)
+    wrong = CliRunner().invoke(app, [*args, "--group-by", "colour"])
     assert wrong.exit_code != 0 and "choose one of decoder, beta, variant" in wrong.output
     assert (out / "report.md").is_file()  # refused before the previous report was removed
 

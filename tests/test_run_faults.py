@@ -8,6 +8,7 @@ that never met the fault.
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import socket
 import struct
@@ -162,6 +163,74 @@ def test_a_damaged_metrics_line_is_rebuilt_from_the_checkpoints_record(
     assert_same_metrics(run, reference)
 
 
+def test_a_removed_middle_row_of_an_unfinished_run_is_rebuilt_from_the_checkpoints_record(
+    reference: Path, tmp_path: Path
+) -> None:
+    """Not torn (a crash tears only the last line): the row of step 4 deleted from the middle comes back."""
+    run = stopped_at_8(tmp_path)
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2, 4, 6, 8]
+    metrics.write_text("\n".join(lines[:1] + lines[2:]) + "\n")
+    recorder = Recorder()
+    with pytest.warns(CheckpointWarning, match=r"lacked the rows of step\(s\) 4\b"):
+        assert run_one(tiny_variant(), 0, run, device="cpu", reporter=recorder).status == "finished"
+    assert any("lacked the rows of step(s) 4" in m for m in recorder.messages)
+    assert steps(run) == LOGGED
+    assert_same_metrics(run, reference)
+    assert (run / "metrics.jsonl.incomplete").read_text() == "\n".join(lines[:1] + lines[2:]) + "\n"
+
+
+def test_a_finished_runs_deleted_metrics_jsonl_is_rebuilt_by_a_rerun(reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / "metrics.jsonl").unlink()
+    recorder = Recorder()
+    with pytest.warns(CheckpointWarning, match="was missing"):
+        assert run_one(tiny_variant(), 0, run, device="cpu", reporter=recorder).status == "skipped"
+    assert any("metrics.jsonl was missing: rebuilt rows up to step 12" in m for m in recorder.messages)
+    assert_same_metrics(run, reference)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing more to say the next time
+        assert run_one(tiny_variant(), 0, run, device="cpu").status == "skipped"
+
+
+def test_a_finished_run_with_a_truncated_last_pt_says_so_and_force_brings_the_final_model_back(
+    reference: Path, tmp_path: Path
+) -> None:
+    """A rerun skips a finished run; it must say that last.pt is damaged and suggest --force, and never
+    put best.pt (the best validation's model, in general from an earlier step) in last.pt's place."""
+    runs = tmp_path / "runs"
+    run = runs / "quickstart" / "isotropic" / "seed0"
+    shutil.copytree(reference, run)
+    last = run / "checkpoints" / "last.pt"
+    truncated = last.read_bytes()[: last.stat().st_size // 2]
+    last.write_bytes(truncated)
+    recorder = Recorder()
+    with pytest.warns(CheckpointWarning, match="--force"):
+        assert run_one(tiny_variant(), 0, run, device="cpu", reporter=recorder).status == "skipped"
+    (message,) = [m for m in recorder.messages if "last.pt" in m]
+    assert str(last) in message and "cannot be read" in message and "finished" in message
+    assert "best.pt is not put in last.pt's place" in message and "--force" in message
+    assert last.read_bytes() == truncated  # left as it is: not replaced by best.pt, not moved
+    assert steps(run) == LOGGED  # the metrics are intact: nothing rebuilt
+
+    # --devices skips finished runs in the controller: the same words, on the run's line
+    args = [QUICKSTART, *set_args(TINY), "--variant", "isotropic", "--runs-dir", runs, "--device", "cpu"]
+    with pytest.warns(CheckpointWarning):
+        result = run_cli(*args, "--devices", "cpu")
+    assert result.exit_code == 0 and "best.pt is not put in last.pt's place" in result.output
+    assert last.read_bytes() == truncated
+
+    # the advice works: --force trains the run again and keeps the damaged folder
+    result = run_cli(*args, "--force")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(last)["loop"]["step"] == 12
+    assert_same_final_state(run, reference)
+    (kept,) = run.parent.glob("seed0.replaced-*")
+    assert (kept / "checkpoints" / "last.pt").read_bytes() == truncated
+
+
 @pytest.mark.parametrize(
     "failure",
     [
@@ -272,11 +341,7 @@ def test_report_with_no_finished_run_writes_its_report_and_says_so(tmp_path: Pat
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["report", str(empty), "--no-figures", "--out", str(tmp_path / "r3")])
-    assert (
-        result.exit_code == 1
-        and "Traceback" not in result.output
-        and str(empty) in " ".join(result.output.split())
-    )
+    assert result.exit_code == 1 and "Traceback" not in result.output and str(empty) in result.output
 
 
 @pytest.fixture

@@ -10,15 +10,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
+from vaebench.console import UNBOUNDED, make_console, on_terminals
 from vaebench.errors import UserError
 from vaebench.experiments import Variant, load_experiment, parse_overrides, select
 from vaebench.metrics import ordered as ordered_metrics
@@ -28,7 +29,30 @@ from vaebench.sweepfile import RUNS_DIR_ENV, run_arguments, sweep_run_params, sw
 if TYPE_CHECKING:
     from vaebench.spec import RunSpec
 
+
+class CommandLine(TyperGroup):
+    """The `vaebench` group: Typer's rich help and usage-error panels on a terminal, click's plain text,
+    never wrapped, otherwise (a pipe, a CI or SLURM log).
+
+    Rich draws a panel as wide as the console (80 columns, or $COLUMNS, without a terminal) and wraps
+    the text inside it, so an error or an option's help would reach a log broken mid-phrase.
+    """
+
+    def main(self, *args: Any, **extra: Any) -> Any:
+        mode = "rich" if on_terminals() else None
+        stack: list[Any] = [self]
+        while stack:  # every command and group: each reads its own mode for --help
+            command = stack.pop()
+            command.rich_markup_mode = mode
+            stack += list(getattr(command, "commands", {}).values())
+        if mode is None:
+            extra.setdefault("terminal_width", UNBOUNDED)
+            extra.setdefault("max_content_width", UNBOUNDED)
+        return super().main(*args, **extra)
+
+
 app = typer.Typer(
+    cls=CommandLine,
     help="Controlled, experiment-tracked VAE ablations on CelebA 64x64.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -38,8 +62,9 @@ data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
 app.add_typer(data_app, name="data")
 
-console = Console()
-err_console = Console(stderr=True)
+# Wrapped at a terminal's width on a terminal, never wrapped elsewhere (vaebench.console).
+console = make_console()
+err_console = make_console(stderr=True)
 
 # Extra `--dotted.key=value` arguments (what a W&B agent appends) are read from ctx.args.
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -680,4 +705,6 @@ def main() -> None:
         # A worker of `--parallel` / `vaebench sweep` is stopped with SIGINT (Ctrl-C in the controller,
         # hyperband); an ignored SIGINT inherited from a backgrounded controller would make it unstoppable.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A bug's traceback: rich's panels on a terminal, Python's own (never wrapped) in a log.
+    app.pretty_exceptions_enable = on_terminals()
     app()

@@ -15,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from vaebench.console import make_console
+
 
 class Reporter(Protocol):
     """What training and evaluation tell whoever shows progress (a rich bar, plain log lines, or nothing)."""
@@ -57,7 +59,7 @@ class RichProgress:
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=console,
+            console=console or make_console(),
             transient=False,
         )
         self.queue_task: int | None = None
@@ -106,7 +108,7 @@ class PlainProgress:
     """
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.console = console or make_console(highlight=False, soft_wrap=True)
         self.name = ""
         self.total = 0
         self.done = 0

@@ -457,39 +457,54 @@ def _parse_lines(path: Path, data: bytes) -> tuple[list[dict[str, Any]], int]:
     return rows, pos
 
 
-def repair_metrics(path: Path, record: bytes | None, step: int) -> str:
-    """Rebuild a damaged metrics.jsonl (see `DamagedMetrics`); returns what was done, for the user.
-
-    `record` is metrics.jsonl as a checkpoint at `step` saw it (None for checkpoints without one): its
-    rows up to `step` replace the file's, and the file's readable rows after `step` follow. Without a
-    record, unreadable lines are left out. The damaged file is kept as metrics.jsonl.damaged.
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    readable, bad = [], 0
-    for line in lines:
+def _row_steps(data: bytes) -> list[dict[str, Any]]:
+    """The readable rows of metrics.jsonl bytes that carry an int step; unreadable lines are skipped."""
+    rows = []
+    for line in data.split(b"\n"):
         try:
             row = json.loads(line) if line.strip() else None
         except (json.JSONDecodeError, UnicodeDecodeError):
-            bad += 1
             continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            readable.append(row)
-    rows = []
-    if record is not None:
-        rows = [r for r in _parse_lines(path, record)[0] if r.get("step", 0) <= step]
-        readable = [r for r in readable if r["step"] > step]
-    kept = moved_aside(path, "damaged")
-    atomic_write_text(path, "".join(dumps(r) + "\n" for r in [*rows, *readable]))
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+            rows.append(row)
+    return rows
+
+
+def missing_rows(path: Path, record: bytes, step: int) -> list[int]:
+    """Steps up to `step` whose rows a checkpoint's `record` of metrics.jsonl holds but the file at `path`
+    lacks (all of them when the file is gone). A crash tears only the last line, so these were removed."""
+    path = Path(path)
+    have = {r["step"] for r in _row_steps(path.read_bytes())} if path.exists() else set()
+    return [r["step"] for r in _row_steps(record) if r["step"] <= step and r["step"] not in have]
+
+
+def repair_metrics(
+    path: Path, record: bytes | None, step: int, problem: str = "was damaged", tag: str = "damaged"
+) -> str:
+    """Rebuild metrics.jsonl (damaged, see `DamagedMetrics`, or missing rows); returns what was done.
+
+    `record` is metrics.jsonl as a checkpoint at `step` saw it (None for checkpoints without one): its
+    rows up to `step` replace the file's, and the file's readable rows that the record lacks stay (those
+    after `step`, and best.pt's own step, whose row is written just after best.pt). Without a record,
+    unreadable lines are left out. The old file, if there is one, is kept as metrics.jsonl.<tag>;
+    `problem` says what was wrong with it, for the message.
+    """
+    path = Path(path)
+    data = path.read_bytes() if path.exists() else b""
+    readable = _row_steps(data)
+    bad = sum(1 for line in data.split(b"\n") if line.strip()) - len(readable)
+    by_step = {r["step"]: r for r in readable}
+    rebuilt = [r for r in _row_steps(record) if r["step"] <= step] if record is not None else []
+    by_step |= {r["step"]: r for r in rebuilt}
+    kept = f"; the old file is kept as {moved_aside(path, tag).name}" if path.exists() else ""
+    atomic_write_text(path, "".join(dumps(by_step[s]) + "\n" for s in sorted(by_step)))
     if record is not None:
         return (
-            f"{path} was damaged: rebuilt rows up to step {step} from the checkpoint's record "
-            f"({len(rows)} rows); the damaged file is kept as {kept.name}."
+            f"{path} {problem}: rebuilt rows up to step {step} from the checkpoint's record "
+            f"({len(rebuilt)} rows){kept}."
         )
     return (
-        f"{path} was damaged and the checkpoint has no record of it: {bad} unreadable line(s) left out; "
-        f"the damaged file is kept as {kept.name}."
+        f"{path} {problem} and the checkpoint has no record of it: {bad} unreadable line(s) left out{kept}."
     )
 
 

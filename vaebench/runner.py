@@ -40,7 +40,7 @@ from vaebench.runfolder import (
 )
 from vaebench.spec import RunSpec, SyntheticDataSpec
 from vaebench.steps import PLAIN, TrainPath
-from vaebench.train import RunResult, check_same_training_spec, train
+from vaebench.train import RunResult, check_finished_run, check_same_training_spec, train
 from vaebench.workers import Board, Executor, Job, Outcome, error_line, run_pool
 
 
@@ -62,6 +62,11 @@ def plan_runs(
     """
     if suffix is not None and not re.fullmatch(r"[\w.=-]+", suffix):
         raise UserError(f"Run name suffix {suffix!r}: use letters, digits and . = - _ only.")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise UserError(
+            f"--seed {negative[0]}: seeds are 0 or more (each names a run folder, seed<k>, as in the spec)."
+        )
     repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
     if repeated:
         raise UserError(f"--seed {repeated[0]} is given twice: each seed is one run folder; give each once.")
@@ -261,8 +266,10 @@ def run_parallel(
             except UserError as err:
                 results[item.run_dir] = RunResult(item.run_dir, "failed", error=str(err))
                 continue
+            notes: list[str] = []
+            check_finished_run(paths, notes.append)  # a damaged last.pt is said, metrics rows rebuilt
             summary = read_json(paths.summary) if paths.summary.exists() else {}
-            results[item.run_dir] = RunResult(item.run_dir, "skipped", summary)
+            results[item.run_dir] = RunResult(item.run_dir, "skipped", summary, error=" ".join(notes) or None)
             continue
         argv = [*worker_args, "--variant", item.source_variant or item.variant.name, "--seed", str(item.seed)]
         log = item.run_dir.with_name(f"{item.run_dir.name}.log")

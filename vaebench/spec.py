@@ -257,7 +257,9 @@ class RunSpec(Section):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
-    seeds: list[Int] = Field([0], min_length=1, description="One run per seed; each seed once.")
+    seeds: list[Annotated[Int, Field(ge=0)]] = Field(
+        [0], min_length=1, description="One run per seed (folder seed<k>), each once; 0 or more."
+    )
 
     @field_validator("seeds")
     @classmethod

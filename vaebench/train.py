@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +61,7 @@ from vaebench.runfolder import (
     atomic_write_json,
     atomic_write_text,
     environment_info,
+    missing_rows,
     read_json,
     read_metrics,
     read_run_document,
@@ -247,7 +249,7 @@ def train(
         prepare_run_folder(paths, reporter)
         check_same_training_spec(paths, spec)
     if paths.done.exists() and not force:
-        _repair_damaged_metrics(paths, None, reporter)
+        check_finished_run(paths, reporter.message)
         return RunResult(run_dir, "skipped", read_json(paths.summary) if paths.summary.exists() else {})
     if force and run_dir.exists():
         # Keep the replaced run next to the new one rather than deleting it.
@@ -464,28 +466,78 @@ def prepare_run_folder(paths: RunPaths, reporter: Reporter) -> None:
         return
 
 
-def _repair_damaged_metrics(paths: RunPaths, ckpt: dict[str, Any] | None, reporter: Reporter) -> None:
-    """Rebuild metrics.jsonl from the checkpoint's record when a line in it is damaged (else do nothing).
+def _repair_metrics(
+    paths: RunPaths, ckpt: dict[str, Any] | None, say: Callable[[str], None], final_step: int | None = None
+) -> None:
+    """Rebuild metrics.jsonl from the checkpoint's record of it when the file is damaged, gone, or lacks
+    rows the record holds (a crash tears only the last line, so a row gone from the middle was removed);
+    else do nothing. Each repair is one CheckpointWarning, also passed to `say`.
 
-    `ckpt` is the checkpoint being resumed from; None for a finished run, whose last.pt is used.
+    `ckpt` is the checkpoint being resumed from, or a finished run's newest intact one; final_step: a
+    finished run's last step, to say which rows no checkpoint holds when `ckpt` is older.
     """
-    if not paths.metrics.exists():
-        return
-    try:
-        read_metrics(paths.metrics)
-        return
-    except DamagedMetrics:
-        pass
-    if ckpt is None and paths.last.exists():
-        try:
-            ckpt = load_checkpoint(paths.last)
-        except UserError:
-            ckpt = None
     record = ckpt.get("metrics") if ckpt is not None else None
+    record_bytes = record.encode() if isinstance(record, str) else None
     step = ckpt["loop"]["step"] if ckpt is not None else 0
-    message = repair_metrics(paths.metrics, record.encode() if isinstance(record, str) else None, step)
+    try:
+        if paths.metrics.exists():
+            read_metrics(paths.metrics)
+        if record_bytes is None:
+            return
+        gone = missing_rows(paths.metrics, record_bytes, step)
+        if not gone:
+            return
+        if paths.metrics.exists():
+            shown = ", ".join(map(str, gone[:10])) + (", ..." if len(gone) > 10 else "")
+            problem = f"lacked the rows of step(s) {shown} (removed: a crash only tears the last line)"
+        else:
+            problem = "was missing"
+        message = repair_metrics(paths.metrics, record_bytes, step, problem, tag="incomplete")
+    except DamagedMetrics:
+        message = repair_metrics(paths.metrics, record_bytes, step)
+    if final_step is not None and step < final_step:
+        message += (
+            f" Rows after step {step} are in no intact checkpoint: those missing from the file are lost."
+        )
     warnings.warn(message, CheckpointWarning, stacklevel=3)
-    reporter.message(message)
+    say(message)
+
+
+def check_finished_run(paths: RunPaths, say: Callable[[str], None]) -> None:
+    """Before a finished run (DONE) is skipped: say when its last.pt is damaged or gone, and rebuild its
+    metrics.jsonl from the newest intact checkpoint's record when rows are damaged or gone.
+
+    A finished run is never retrained by a rerun, so a damaged last.pt (the final model) would otherwise
+    stay damaged unnoticed until `vaebench evaluate --checkpoint last` or the figures need it. best.pt is
+    never put in its place: it is the best validation's model, from an earlier step. --force retrains.
+    """
+    try:
+        last = load_checkpoint(paths.last)
+    except UserError as err:  # CorruptCheckpoint, or no last.pt at all
+        problem = str(err).split(". Rerunning")[0] if paths.last.exists() else f"{paths.last} is missing"
+    else:
+        _repair_metrics(paths, last, say)
+        return
+    summary = read_json(paths.summary) if paths.summary.exists() else {}
+    final = summary.get("step") if isinstance(summary.get("step"), int) else None
+    intact: dict[Path, dict[str, Any]] = {}
+    for path in (paths.best, *previous_dir(paths).glob("step*.pt")):
+        try:
+            intact[path] = load_checkpoint(path)
+        except UserError:
+            continue
+    best = f", step {intact[paths.best]['loop']['step']}" if paths.best in intact else ""
+    message = (
+        f"{problem}. This run is finished, so a rerun does not train it again: its final model"
+        f"{f' (step {final})' if final is not None else ''} stays lost, while its numbers (summary.json, "
+        f"eval/) are not affected. best.pt is not put in last.pt's place: it is the model of the best "
+        f"validation{best}, not of the last step. To get the final model back, train the run again with "
+        f"--force (this folder is kept as {paths.root.name}.replaced-<time>)."
+    )
+    warnings.warn(message, CheckpointWarning, stacklevel=2)
+    say(message)
+    newest = max(intact.values(), key=lambda c: c["loop"]["step"], default=None)
+    _repair_metrics(paths, newest, say, final_step=final)
 
 
 def resume_checkpoint(
@@ -523,7 +575,7 @@ def resume_checkpoint(
             reporter.message(message)
         return None
     ckpt = found[0]
-    _repair_damaged_metrics(paths, ckpt, reporter)
+    _repair_metrics(paths, ckpt, reporter.message)
     if scheduled(ckpt["loop"]["step"], spec, total)[1]:
         ckpt["loop"]["acc"] = zero_sums(terms)
     return ckpt

@@ -48,6 +48,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from vaebench.console import make_console
 from vaebench.data.celeba import CelebAImages, load_image
 from vaebench.data.splits import SPLITS, Split, split_index
 from vaebench.errors import UserError
@@ -200,7 +201,7 @@ def prepare_cache(
     workers = spec.num_workers if num_workers is None else num_workers
     workers = min(workers, os.cpu_count() or 1)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     with Progress(*columns, console=console, disable=not progress) as bar:
         for split in splits:
             if split not in todo:

@@ -200,9 +200,16 @@ def build_report(
     if rank_by not in {m.key for m in REPORT_METRICS}:
         choices = ", ".join(m.key for m in REPORT_METRICS)
         raise UserError(f"--rank-by {rank_by!r} is not a report metric; choose one of {choices}.")
+    missing = [str(path) for path in figure_runs if not Path(path).exists()]
+    if missing:
+        raise UserError(
+            f"--figures-from {missing[0]} does not exist; give the folder of a run "
+            "(runs/<experiment>/<variant>/seed<k>) among the runs being reported."
+        )
     if wandb_path is not None:
-        from vaebench.report.wandb_api import load_wandb
+        from vaebench.report.wandb_api import check_project_path, load_wandb
 
+        check_project_path(wandb_path)  # before W&B is asked for a login
         if wandb_api is None:
             import wandb
 
@@ -217,6 +224,7 @@ def build_report(
     else:
         rs = load_runs(list(run_dirs), experiment, console)
     curve_grouping(rs, group_by)  # a wrong --group-by fails before the previous report is removed
+    chosen_figure_runs(rs, figure_runs)  # and so does a --figures-from run that was not loaded
     out = Path(out) if out is not None else Path("reports") / rs.experiment
     prepare_output(out, report_selection(rs), force)
     tables_dir, plots_dir = out / "tables", out / "plots"
@@ -420,6 +428,18 @@ def _perceptual_note(rs: RunSet) -> list[render.Block]:
     ]
 
 
+def chosen_figure_runs(rs: RunSet, figure_runs: Sequence[Path]) -> dict[str, str]:
+    """The --figures-from run folders as {figure title: run}; each must be one of the loaded runs."""
+    by_dir = {str(Path(r.local_dir).resolve()): r.run for r in rs.records if r.local_dir is not None}
+    chosen = {}
+    for path in figure_runs:
+        key = str(Path(path).resolve())
+        if key not in by_dir:
+            raise UserError(f"--figures-from {path} is not one of the loaded runs of {rs.experiment}.")
+        chosen[f"{rs.record(by_dir[key]).variant} ({Path(path).name})"] = by_dir[key]
+    return chosen
+
+
 def _writeup_section(
     rs: RunSet,
     out: Path,
@@ -433,13 +453,7 @@ def _writeup_section(
     from vaebench.report.figures import reconstruction_comparison
 
     if figure_runs:
-        by_dir = {str(Path(r.local_dir).resolve()): r.run for r in rs.records if r.local_dir is not None}
-        chosen = {}
-        for path in figure_runs:
-            key = str(Path(path).resolve())
-            if key not in by_dir:
-                raise UserError(f"--figures-from {path} is not one of the loaded runs of {rs.experiment}.")
-            chosen[f"{rs.record(by_dir[key]).variant} ({Path(path).name})"] = by_dir[key]
+        chosen = chosen_figure_runs(rs, figure_runs)
         why = "the runs named with --figures-from"
     else:
         chosen = best_runs(rs, rank_by)

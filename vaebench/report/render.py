@@ -131,6 +131,7 @@ figcaption { color: #57606a; font-size: 13.5px; margin-top: 4px; }
 .row figure { margin: 6px 0 12px; flex: 1 1 420px; max-width: calc(50% - 12px); min-width: 320px; }
 .row figure img { width: 100%; image-rendering: auto; }
 .interval { display: block; color: #57606a; font-size: 12px; }
+.interval.wrap { white-space: normal; }
 .caption { color: #57606a; font-size: 13.5px; margin-bottom: 2px; }
 details { margin: 8px 0 16px; }
 summary { cursor: pointer; font-weight: 600; }
@@ -164,10 +165,12 @@ def _html_table(frame: pd.DataFrame) -> str:
                 classes.append("reason")
             attr = f' class="{" ".join(classes)}"' if classes else ""
             text = _inline(str(value))
-            # an effect's interval, a mean's "± sd" on a line of their own keep 16 columns in a page
-            if numeric[column] and " [" in text:
-                mean, interval = text.split(" [", 1)
-                text = f'{mean}<span class="interval">[{interval}</span>'
+            # an effect's interval or "(1 seed, no interval)" (which may wrap), a mean's "± sd", on a line
+            # of their own keep 16 columns in a page: only the estimate itself never breaks
+            qualifier = re.search(r" [\[(]", text) if numeric[column] else None
+            if qualifier:
+                estimate, rest = text[: qualifier.start()], text[qualifier.start() + 1 :]
+                text = f'{estimate}<span class="interval wrap">{rest}</span>'
             elif numeric[column] and " ± " in text:
                 mean, sd = text.split(" ± ", 1)
                 text = f'{mean}<span class="interval">± {sd}</span>'

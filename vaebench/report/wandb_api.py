@@ -15,6 +15,7 @@ per-dimension statistics beyond the KL per dimension that the summary holds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,6 +87,15 @@ def wandb_record(run: Any) -> RunRecord:
     if run.state not in ("finished", "running") and record.status in ("unfinished", "evaluating"):
         record.reason = f"W&B state {run.state!r}; " + record.reason
     return record
+
+
+def check_project_path(path: str) -> None:
+    """`--wandb` must be ENTITY/PROJECT: checked before the W&B API is created (which asks for a login)."""
+    if not re.fullmatch(r"[^/\s]+/[^/\s]+", path):
+        raise UserError(
+            f"--wandb {path!r} is not ENTITY/PROJECT: give the W&B entity (your user or team name) and "
+            "the project, e.g. --wandb my-team/vaebench (as in the project's URL, wandb.ai/ENTITY/PROJECT)."
+        )
 
 
 def load_wandb(api: Any, path: str, experiment: str | None = None, console: Console | None = None) -> RunSet:

@@ -1,0 +1,98 @@
+"""Output that is not a terminal is never hard-wrapped: the CLI as CI, SLURM and a pipe see it.
+
+Each test runs `python -m vaebench` as a subprocess from a working directory whose path is over 100
+characters, with stdout and stderr piped and COLUMNS unset, 40 or 500: vaebench's own messages and
+tables, and Typer's help and usage errors, must arrive as whole lines whatever the width.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+PARALLEL_HELP = (
+    "Runs at once, each a `vaebench run` subprocess with its own log: one per --devices entry (GPU), "
+    "or CPU workers. Default: 1, in this process; with --executor slurm, jobs queued at once."
+)
+
+
+@pytest.fixture
+def deep_folder(tmp_path: Path) -> Path:
+    """A working directory whose path is over 100 characters, holding copies of the shipped experiments."""
+    folder = tmp_path / "a-clone-in-a-folder-whose-name-is-long" / "and-nested-again-like-a-real-project-tree"
+    folder.mkdir(parents=True)
+    shutil.copytree(EXPERIMENTS, folder / "experiments")
+    assert len(str(folder)) > 100
+    return folder
+
+
+def vaebench(cwd: Path, columns: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m vaebench ARGS` in `cwd`, output piped, with COLUMNS set to `columns` (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TERMINAL_WIDTH")}
+    if columns is not None:
+        env["COLUMNS"] = columns
+    return subprocess.run(
+        [sys.executable, "-m", "vaebench", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("columns", [None, "40", "500"], ids=["COLUMNS-unset", "COLUMNS-40", "COLUMNS-500"])
+def test_cli_output_in_a_pipe_is_never_wrapped_whatever_the_path_or_columns(
+    deep_folder: Path, columns: str | None
+) -> None:
+    quickstart = deep_folder / "experiments" / "quickstart.yaml"
+
+    ok = vaebench(deep_folder, columns, "spec", "validate", str(quickstart))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == [f"ok: {quickstart} expands to 2 valid variant(s)."]
+
+    # a vaebench error (a rich console on stderr) names the whole path on its one line
+    missing = deep_folder / "experiments" / "no-such-experiment.yaml"
+    error = vaebench(deep_folder, columns, "spec", "validate", str(missing))
+    assert error.returncode == 1
+    assert error.stderr.splitlines()[0].startswith(f"error: Experiment file {missing} does not exist")
+
+    # a table: every variant name of the 16-variant grid whole on its row, none folded
+    table = vaebench(deep_folder, columns, "spec", "show", str(deep_folder / "experiments" / "ablation.yaml"))
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if "_batch-" in line]
+    assert len(rows) == 16 and all("decoder-" in row and "perceptual-" in row for row in rows)
+
+    # Typer's usage error and help: whole lines too (no panel narrower than its text)
+    usage = vaebench(deep_folder, columns, "run", str(quickstart), "--device", "gpu")
+    assert usage.returncode == 2
+    assert any(
+        "'gpu' is not a device: give auto, cpu, cuda or cuda:N (e.g. cuda:1)." in line
+        for line in usage.stderr.splitlines()
+    ), usage.stderr
+    help_ = vaebench(deep_folder, columns, "run", "--help")
+    assert help_.returncode == 0
+    assert any(PARALLEL_HELP in line for line in help_.stdout.splitlines()), help_.stdout
+
+
+def test_a_console_on_a_pipe_keeps_rules_and_short_tables_at_the_usual_width() -> None:
+    """Only what does not fit grows: a rule is as wide as rich makes it without a terminal, not a
+    million characters, and a long line stays one line."""
+    from vaebench.console import make_console
+
+    out = io.StringIO()
+    console = make_console(file=out)
+    console.rule("quickstart / isotropic")
+    console.print("x" * 300)
+    lines = out.getvalue().splitlines()
+    assert len(lines[0]) == 40 and "quickstart / isotropic" in lines[0]  # COLUMNS=40 (conftest)
+    assert lines[1] == "x" * 300
