@@ -41,13 +41,13 @@ from typing import Any
 
 import torch
 
+from vaebench.config.spec import ModelSpec, RunSpec, SyntheticDataSpec, TrainSpec
 from vaebench.data import build_dataset
-from vaebench.fastpath import CompileWarning, DeviceBatches, FastTrainStep
+from vaebench.model.vae import build_model
 from vaebench.objectives import OBJECTIVES
-from vaebench.spec import ModelSpec, RunSpec, SyntheticDataSpec, TrainSpec
-from vaebench.steps import training_loss
-from vaebench.train import build_optimizer
-from vaebench.vae import build_model
+from vaebench.train.fastpath import CompileWarning, DeviceBatches, FastTrainStep
+from vaebench.train.loop import build_optimizer
+from vaebench.train.steps import training_loss
 
 QUICK_MODEL = ModelSpec(stem_channels=8, channels=[16, 32, 64, 64], latent_dim=32)  # the quickstart's
 TINY_MODEL = ModelSpec(stem_channels=4, channels=[8, 16], latent_dim=8)  # --dry-run

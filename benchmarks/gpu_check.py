@@ -63,7 +63,11 @@ if out["cuda_available"]:
             capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
     except Exception as e:
         out["nvidia_smi"] = repr(e)
-import vaebench.cli, vaebench.runner, vaebench.fastpath, vaebench.evaluate, vaebench.train
+import vaebench.cli
+import vaebench.launch.runner
+import vaebench.train.fastpath
+import vaebench.evaluation.evaluate
+import vaebench.train.loop
 out["vaebench"] = vaebench.__file__
 out["imported_but_should_not"] = [m for m in ("wandb", "submitit", "sweeps") if m in sys.modules]
 json.dump(out, open(sys.argv[1], "w"), indent=2)

@@ -11,9 +11,9 @@
     torch.optim.Adam(foreach=False), one update per parameter tensor; loss.item() every step; the IW
     bound as a loop over samples, one decoder call per sample.
 (b) vaebench: the package's own code. The prepared uint8 cache (`vaebench.data.prepare_cache`);
-    `DeviceBatches` + `FastTrainStep` (`vaebench.fastpath`: the split on the device, bf16 autocast,
+    `DeviceBatches` + `FastTrainStep` (`vaebench.train.fastpath`: the split on the device, bf16 autocast,
     fused Adam, torch.compile with CUDA graphs on a channels_last model, no host sync in the step);
-    `vaebench.evaluate.evaluate_model` (large forward passes, bf16 autocast on CUDA).
+    `vaebench.evaluation.evaluate.evaluate_model` (large forward passes, bf16 autocast on CUDA).
 
 Both train the same model with the same loss (`vaebench.objectives`' ELBO, discretized likelihood) on
 the same generated CelebA-size JPEGs (benchmarks/jpeg_folder.py). Images/s are timed after warm-up
@@ -55,15 +55,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jpeg_folder import make_celeba_folder
 from machine import describe
 
+from vaebench.config.spec import CelebADataSpec, ElboSpec, EvalSpec, ModelSpec, RunSpec, TrainSpec
 from vaebench.data import CachedImages, prepare_cache
-from vaebench.evaluate import EVAL_FORWARD_IMAGES_CUDA, evaluate_model
-from vaebench.fastpath import DeviceBatches, FastTrainStep
-from vaebench.likelihoods import image_log_prob
+from vaebench.evaluation.evaluate import EVAL_FORWARD_IMAGES_CUDA, evaluate_model
+from vaebench.model.likelihoods import image_log_prob
+from vaebench.model.vae import VAE, build_model
 from vaebench.objectives import TrainingLoss
-from vaebench.spec import CelebADataSpec, ElboSpec, EvalSpec, ModelSpec, RunSpec, TrainSpec
-from vaebench.steps import training_loss
-from vaebench.train import build_optimizer
-from vaebench.vae import VAE, build_model
+from vaebench.train.fastpath import DeviceBatches, FastTrainStep
+from vaebench.train.loop import build_optimizer
+from vaebench.train.steps import training_loss
 
 IMAGE_SIZE = 64
 CELEBA_TRAIN, CELEBA_TEST = 162_770, 19_962
@@ -286,7 +286,7 @@ def vaebench_train(args: argparse.Namespace, model_spec: ModelSpec, data: Cached
 
 
 def vaebench_eval(model: VAE, data: CachedImages, num: int, num_samples: int, device: torch.device) -> float:
-    """Seconds of vaebench.evaluate.evaluate_model on the first `num` images (all its metrics)."""
+    """Seconds of vaebench.evaluation.evaluate.evaluate_model on the first `num` images (all its metrics)."""
     spec = EvalSpec(iw_samples=num_samples, batch_size=64, max_images=num, mi_batch_size=min(256, num))
     cuda = device.type == "cuda"
     start = time.perf_counter()

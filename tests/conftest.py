@@ -59,5 +59,5 @@ def no_weight_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def narrow_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs as in a 40-column CI log: output that is not a terminal is never wrapped
-    (vaebench.console), so no test may depend on the console's width or on its tmp_path's length."""
+    (vaebench.core.console), so no test may depend on the console's width or on its tmp_path's length."""
     monkeypatch.setenv("COLUMNS", "40")

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from vaebench.annealing import free_bits_kl, kl_weight
-from vaebench.spec import AnnealSpec
+from vaebench.config.spec import AnnealSpec
+from vaebench.objectives.annealing import free_bits_kl, kl_weight
 
 
 def test_constant_schedule_is_end_at_every_step() -> None:

@@ -6,11 +6,11 @@ import math
 
 import torch
 
-from vaebench.likelihoods import gaussian_kl, gaussian_log_density
+from vaebench.config.spec import RunSpec
+from vaebench.model.likelihoods import gaussian_kl, gaussian_log_density
+from vaebench.model.vae import VAEOutput
 from vaebench.objectives import TrainingLoss
 from vaebench.objectives.beta_tcvae import BetaTCVAESpec, tc_decomposition
-from vaebench.spec import RunSpec
-from vaebench.vae import VAEOutput
 
 
 def posterior(m: int = 5, latent: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import vaebench.checkpoint as checkpoint
-from vaebench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from vaebench.errors import UserError
+import vaebench.runs.checkpoint as checkpoint
+from vaebench.core.errors import UserError
+from vaebench.runs.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 def _state(seed: int) -> dict:

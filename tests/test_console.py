@@ -87,7 +87,7 @@ def test_cli_output_in_a_pipe_is_never_wrapped_whatever_the_path_or_columns(
 def test_a_console_on_a_pipe_keeps_rules_and_short_tables_at_the_usual_width() -> None:
     """Only what does not fit grows: a rule is as wide as rich makes it without a terminal, not a
     million characters, and a long line stays one line."""
-    from vaebench.console import make_console
+    from vaebench.core.console import make_console
 
     out = io.StringIO()
     console = make_console(file=out)

@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from vaebench.config.spec import CelebADataSpec, SyntheticDataSpec
+from vaebench.core.errors import UserError
 from vaebench.data import (
     FACTOR_NAMES,
     CachedImages,
@@ -28,8 +30,6 @@ from vaebench.data import (
     prepare_cache,
     render,
 )
-from vaebench.errors import UserError
-from vaebench.spec import CelebADataSpec, SyntheticDataSpec
 
 # ----------------------------------------------------------------------------- synthetic
 

@@ -22,6 +22,8 @@ from typer.testing import CliRunner
 
 from test_data import write_celeba
 from vaebench.cli import app
+from vaebench.config.spec import CelebADataSpec
+from vaebench.core.errors import UserError
 from vaebench.data import (
     CachedImages,
     CelebAImages,
@@ -32,8 +34,6 @@ from vaebench.data import (
     prepare,
 )
 from vaebench.data.celeba import fit_aligned
-from vaebench.errors import UserError
-from vaebench.spec import CelebADataSpec
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -244,7 +244,7 @@ def test_two_roots_sharing_a_cache_dir_keep_caches_of_their_own(tmp_path: Path) 
 
 def test_two_concurrent_prepares_give_one_correct_cache(spec: CelebADataSpec) -> None:
     code = (
-        "import sys; from vaebench.data import prepare; from vaebench.spec import CelebADataSpec; "
+        "import sys; from vaebench.data import prepare; from vaebench.config.spec import CelebADataSpec; "
         "prepare(CelebADataSpec(root=sys.argv[1], num_workers=0), progress=True, num_workers=0)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

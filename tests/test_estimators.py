@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.distributions import MultivariateNormal, Normal
 
-from vaebench.estimators import (
+from vaebench.evaluation.estimators import (
     active_units,
     elbo,
     iw_log_likelihood,

@@ -14,15 +14,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vaebench.checkpoint import load_checkpoint
 from vaebench.cli import app
+from vaebench.config.experiments import Variant
+from vaebench.config.spec import RunSpec
 from vaebench.data import build_dataset
-from vaebench.evaluate import EvalResult, evaluate_model, evaluate_run, load_run_spec
-from vaebench.experiments import Variant
-from vaebench.runfolder import read_json
-from vaebench.runner import run_one
-from vaebench.spec import RunSpec
-from vaebench.vae import VAE, build_model
+from vaebench.evaluation.evaluate import EvalResult, evaluate_model, evaluate_run, load_run_spec
+from vaebench.launch.runner import run_one
+from vaebench.model.vae import VAE, build_model
+from vaebench.runs.checkpoint import load_checkpoint
+from vaebench.runs.folder import read_json
 
 LATENT = 4
 D = 3 * 16 * 16

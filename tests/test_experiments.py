@@ -9,9 +9,9 @@ import yaml
 from typer.testing import CliRunner
 
 from vaebench.cli import app
-from vaebench.errors import UserError
-from vaebench.experiments import apply_overrides, load_experiment, parse_override, parse_value, select
-from vaebench.spec import RunSpec, VarianceDecoderSpec
+from vaebench.config.experiments import apply_overrides, load_experiment, parse_override, parse_value, select
+from vaebench.config.spec import RunSpec, VarianceDecoderSpec
+from vaebench.core.errors import UserError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 runner = CliRunner()

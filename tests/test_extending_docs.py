@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import vaebench.metrics
+import vaebench.evaluation.metrics
 import vaebench.objectives
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -40,9 +40,9 @@ def test_the_objective_example_is_a_loss_kind_that_trains_a_step() -> None:
     code = """
 import torch
 from vaebench.objectives import TrainingLoss
-from vaebench.spec import ModelSpec, RunSpec
-from vaebench.experiments import apply_overrides
-from vaebench.vae import build_model
+from vaebench.config.spec import ModelSpec, RunSpec
+from vaebench.config.experiments import apply_overrides
+from vaebench.model.vae import build_model
 tree = apply_overrides({"loss": {"beta": 2.0, "likelihood": "continuous"}}, {"loss.kind": "kl_capacity"})
 spec = RunSpec.model_validate(tree).loss
 assert spec.kind == "kl_capacity" and spec.likelihood == "continuous", spec
@@ -61,13 +61,13 @@ print(sorted(terms), loss.terms)
 def test_the_metric_example_is_evaluated_printed_and_a_rank_choice() -> None:
     code = """
 from vaebench.cli import RankChoice
-from vaebench.metrics import METRICS
-from vaebench.report.metrics import REPORT_METRICS
+from vaebench.evaluation.metrics import METRICS
+from vaebench.report.columns import REPORT_METRICS
 import torch
 from vaebench.data import build_dataset
-from vaebench.evaluate import evaluate_model
-from vaebench.spec import EvalSpec, ModelSpec, SyntheticDataSpec
-from vaebench.vae import build_model
+from vaebench.evaluation.evaluate import evaluate_model
+from vaebench.config.spec import EvalSpec, ModelSpec, SyntheticDataSpec
+from vaebench.model.vae import build_model
 assert "recon_rmse" in METRICS and "recon_rmse" in [m.key for m in REPORT_METRICS]
 data = build_dataset(SyntheticDataSpec(image_size=16, train_size=8, val_size=8, test_size=8), "test")
 model = build_model(ModelSpec(stem_channels=4, channels=[8], latent_dim=4, blocks_per_level=0), 16)
@@ -76,6 +76,6 @@ m = evaluate_model(model, data, spec, "discretized", torch.device("cpu")).metric
 assert abs(m["test/recon_rmse"] - m["test/recon_mse"] ** 0.5) < 1e-12, m
 print(RankChoice("recon_rmse").value)
 """
-    done = run_with_entry(vaebench.metrics, "metric", example("Adding a metric"), code)
+    done = run_with_entry(vaebench.evaluation.metrics, "metric", example("Adding a metric"), code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "recon_rmse"

@@ -1,4 +1,5 @@
-"""The fast path (vaebench.fastpath) run on CPU: the plain path's data and numbers, faults found late but
+"""The fast path (vaebench.train.fastpath) run on CPU: the plain path's data and numbers, faults found late
+but
 never checkpointed, compile failures that cost only speed, and evaluation in large forward passes.
 
 On CUDA the same code adds bf16 autocast, inductor with CUDA graphs and a split resident in GPU memory;
@@ -18,17 +19,23 @@ import pytest
 import torch
 
 import tiny
-from vaebench.batches import flip_batch, train_batches
-from vaebench.checkpoint import load_checkpoint
+from vaebench.config.experiments import Variant
+from vaebench.config.spec import RunSpec
 from vaebench.data import CachedImages, build_dataset
-from vaebench.evaluate import evaluate_model
-from vaebench.experiments import Variant
-from vaebench.fastpath import CompileWarning, DeviceBatches, FastTrainStep, compile_enabled, is_compiler_error
-from vaebench.runfolder import read_metrics
-from vaebench.runner import run_one
-from vaebench.spec import RunSpec
-from vaebench.train import NumericalFault, build_optimizer
-from vaebench.vae import build_model
+from vaebench.data.batches import flip_batch, train_batches
+from vaebench.evaluation.evaluate import evaluate_model
+from vaebench.launch.runner import run_one
+from vaebench.model.vae import build_model
+from vaebench.runs.checkpoint import load_checkpoint
+from vaebench.runs.folder import read_metrics
+from vaebench.train.fastpath import (
+    CompileWarning,
+    DeviceBatches,
+    FastTrainStep,
+    compile_enabled,
+    is_compiler_error,
+)
+from vaebench.train.loop import NumericalFault, build_optimizer
 
 CPU = torch.device("cpu")
 

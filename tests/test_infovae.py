@@ -6,11 +6,11 @@ import math
 
 import torch
 
-from vaebench.likelihoods import gaussian_kl
+from vaebench.config.spec import RunSpec
+from vaebench.model.likelihoods import gaussian_kl
+from vaebench.model.vae import VAEOutput
 from vaebench.objectives import TrainingLoss
 from vaebench.objectives.infovae import InfoVAESpec, mmd_squared
-from vaebench.spec import RunSpec
-from vaebench.vae import VAEOutput
 
 
 def expected_rbf(mean_gap: float, var: float, dims: int, c: float) -> float:

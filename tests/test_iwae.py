@@ -8,10 +8,10 @@ import math
 import torch
 from torch import Tensor
 
+from vaebench.config.spec import RunSpec
+from vaebench.model.vae import VAEOutput
 from vaebench.objectives import TrainingLoss
 from vaebench.objectives.iwae import IWAESpec
-from vaebench.spec import RunSpec
-from vaebench.vae import VAEOutput
 
 # p(z) = N(0, 1), p(x|z) = N(z, s2), s2 = SIGMA^2: p(x) = N(0, 1 + s2), z|x = N(x / (1 + s2), s2 / (1 + s2))
 SIGMA = 0.5

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vaebench.likelihoods import (
+from vaebench.model.likelihoods import (
     bits_per_dim,
     continuous_gaussian_log_prob,
     discretized_gaussian_log_prob,

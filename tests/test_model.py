@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from vaebench.blocks import Downsample, ResidualBottleneck, Upsample, group_count
-from vaebench.decoders.variance import VarianceHead
-from vaebench.errors import UserError
-from vaebench.likelihoods import gaussian_kl, image_log_prob
-from vaebench.spec import IsotropicDecoderSpec, ModelSpec, SigmaVAEDecoderSpec, VarianceDecoderSpec
-from vaebench.vae import VAE, build_model
+from vaebench.config.spec import IsotropicDecoderSpec, ModelSpec, SigmaVAEDecoderSpec, VarianceDecoderSpec
+from vaebench.core.errors import UserError
+from vaebench.model.blocks import Downsample, ResidualBottleneck, Upsample, group_count
+from vaebench.model.decoders.variance import VarianceHead
+from vaebench.model.likelihoods import gaussian_kl, image_log_prob
+from vaebench.model.vae import VAE, build_model
 
 DECODERS = {
     "isotropic": IsotropicDecoderSpec(sigma=0.1),

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import Tensor
 
-from vaebench.likelihoods import discretized_gaussian_log_prob, gaussian_kl
+from vaebench.config.spec import ModelSpec, RunSpec, SigmaVAEDecoderSpec, VarianceDecoderSpec
+from vaebench.model.likelihoods import discretized_gaussian_log_prob, gaussian_kl
+from vaebench.model.vae import VAEOutput, build_model
 from vaebench.objectives import OBJECTIVES, REQUIRED_TERMS, Batch, Objective, ObjectiveSpec, TrainingLoss
 from vaebench.objectives.elbo import ElboSpec
-from vaebench.perceptual import VGGPerceptual
-from vaebench.spec import ModelSpec, RunSpec, SigmaVAEDecoderSpec, VarianceDecoderSpec
-from vaebench.vae import VAEOutput, build_model
+from vaebench.objectives.perceptual import VGGPerceptual
 
 
 class FixedOutput(torch.nn.Module):
@@ -139,7 +139,7 @@ def test_a_new_objective_module_in_the_package_registers_itself(tmp_path: Any) -
     source = """
 from typing import Literal
 from vaebench.objectives import Batch, Objective, ObjectiveSpec, register
-from vaebench.sections import Float
+from vaebench.core.sections import Float
 
 class HalfKLSpec(ObjectiveSpec):
     kind: Literal["half_kl"] = "half_kl"
@@ -156,7 +156,7 @@ register(Objective("half_kl", HalfKLSpec, terms))
     entry.write_text(source)
     try:
         code = (
-            "from vaebench.spec import RunSpec; "
+            "from vaebench.config.spec import RunSpec; "
             "s = RunSpec.model_validate({'loss': {'kind': 'half_kl', 'weight': 2}}); print(s.loss.weight)"
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -198,8 +198,8 @@ def test_batch_recon_is_minus_log_p_of_the_forward_sample() -> None:
 def test_each_objective_trains_on_both_paths_and_logs_its_own_terms(kind: str, tmp_path: Any) -> None:
     """The plain and the fast path (eager, on the CPU) sum the objective's terms without knowing them."""
     import tiny
-    from vaebench.runfolder import read_metrics
-    from vaebench.runner import run_one
+    from vaebench.launch.runner import run_one
+    from vaebench.runs.folder import read_metrics
 
     variant = tiny.tiny_variant(loss__kind=kind)
     rows = {}

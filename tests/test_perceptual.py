@@ -14,8 +14,8 @@ from torch import nn
 from torchvision.models import VGG16_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from vaebench.errors import UserError
-from vaebench.perceptual import VGGPerceptual, check_vgg_weights_available, vgg16_weights_path
+from vaebench.core.errors import UserError
+from vaebench.objectives.perceptual import VGGPerceptual, check_vgg_weights_available, vgg16_weights_path
 
 
 @pytest.fixture(scope="module")

@@ -12,22 +12,28 @@ import pytest
 import torch
 
 from vaebench.cli import RankChoice, evaluation_table
-from vaebench.decoders import DECODER_HEADS
-from vaebench.experiments import apply_overrides
-from vaebench.metrics import METRICS, report_metrics
+from vaebench.config.experiments import apply_overrides
+from vaebench.config.spec import ModelSpec, RunSpec
+from vaebench.evaluation.metrics import METRICS, report_metrics
+from vaebench.model.decoders import DECODER_HEADS
+from vaebench.model.vae import build_model
 from vaebench.objectives import OBJECTIVES
-from vaebench.report.metrics import REPORT_METRICS
-from vaebench.spec import ModelSpec, RunSpec
-from vaebench.vae import build_model
+from vaebench.report.columns import REPORT_METRICS
 
 
 @pytest.mark.parametrize(
     ("module", "must_not_load"),
     [
-        ("vaebench.train", ["vaebench.fastpath", "vaebench.evaluate", "vaebench.runner"]),
-        ("vaebench.fastpath", ["vaebench.train", "vaebench.evaluate"]),
-        ("vaebench.evaluate", ["vaebench.train", "vaebench.fastpath"]),
-        ("vaebench.steps", ["vaebench.train", "vaebench.fastpath", "vaebench.evaluate"]),
+        (
+            "vaebench.train.loop",
+            ["vaebench.train.fastpath", "vaebench.evaluation.evaluate", "vaebench.launch.runner"],
+        ),
+        ("vaebench.train.fastpath", ["vaebench.train.loop", "vaebench.evaluation.evaluate"]),
+        ("vaebench.evaluation.evaluate", ["vaebench.train.loop", "vaebench.train.fastpath"]),
+        (
+            "vaebench.train.steps",
+            ["vaebench.train.loop", "vaebench.train.fastpath", "vaebench.evaluation.evaluate"],
+        ),
     ],
 )
 def test_training_fast_path_and_evaluation_do_not_import_each_other(
@@ -81,7 +87,9 @@ def test_switching_a_loss_kind_keeps_the_shared_fields_and_drops_the_old_kinds()
 def test_a_registry_refuses_a_second_entry_of_a_key_and_a_spec_tagged_with_another_kind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from vaebench import decoders, metrics, objectives
+    from vaebench import objectives
+    from vaebench.evaluation import metrics
+    from vaebench.model import decoders
 
     for module, name in ((objectives, "OBJECTIVES"), (decoders, "DECODER_HEADS"), (metrics, "METRICS")):
         monkeypatch.setattr(module, name, dict(getattr(module, name)))

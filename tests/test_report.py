@@ -24,8 +24,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vaebench.cli import app
-from vaebench.errors import UserError
-from vaebench.experiments import load_experiment
+from vaebench.config.experiments import load_experiment
+from vaebench.config.spec import RunSpec
+from vaebench.core.errors import UserError
+from vaebench.launch.runner import plan_runs, run_queue
 from vaebench.report import build_report
 from vaebench.report.load import load_runs
 from vaebench.report.stats import mean_ci, t_critical
@@ -41,9 +43,7 @@ from vaebench.report.tables import (
     variant_table,
 )
 from vaebench.report.wandb_api import load_wandb
-from vaebench.runner import plan_runs, run_queue
-from vaebench.spec import RunSpec
-from vaebench.train import SilentReporter
+from vaebench.train.loop import SilentReporter
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 TINY = {

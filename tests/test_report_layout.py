@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 
 from test_report import make_run
 from vaebench.cli import app
-from vaebench.errors import UserError
+from vaebench.core.errors import UserError
+from vaebench.launch.workers import Board, Job
 from vaebench.report import build_report
 from vaebench.report.load import load_runs
 from vaebench.report.plots import discover, registry, variant_palette
@@ -35,7 +36,6 @@ from vaebench.report.plots.curves import training_curves_figure
 from vaebench.report.plots.latent_usage import latent_usage_figure
 from vaebench.report.plots.registry import CURVES, PlotContext, plot, save, style
 from vaebench.report.tables import latex_escape, rank_variants, variant_table
-from vaebench.workers import Board, Job
 
 
 def _section(markdown: str, heading: str) -> str:

@@ -26,14 +26,14 @@ from typer.testing import CliRunner
 
 from test_train import LOGGED, Recorder, assert_same_final_state, assert_same_metrics, run_cli, steps
 from tiny import QUICKSTART, TINY, set_args, tiny_variant
-from vaebench import checkpoint as checkpoint_module
-from vaebench.checkpoint import CheckpointWarning, CorruptCheckpoint, load_checkpoint, save_checkpoint
 from vaebench.cli import app
-from vaebench.errors import UserError
-from vaebench.evaluate import SummaryWarning, evaluate_run
-from vaebench.runfolder import read_json
-from vaebench.runner import run_one
-from vaebench.tracking import probe_server
+from vaebench.core.errors import UserError
+from vaebench.evaluation.evaluate import SummaryWarning, evaluate_run
+from vaebench.launch.runner import run_one
+from vaebench.runs import checkpoint as checkpoint_module
+from vaebench.runs.checkpoint import CheckpointWarning, CorruptCheckpoint, load_checkpoint, save_checkpoint
+from vaebench.runs.folder import read_json
+from vaebench.runs.tracking import probe_server
 
 runner = CliRunner()
 
@@ -382,8 +382,8 @@ def test_a_server_that_never_answers_costs_at_most_the_probe_timeout(silent_serv
 def test_an_online_run_against_a_silent_server_logs_offline_within_seconds(
     silent_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vaebench.spec import TrackingSpec
-    from vaebench.tracking import Tracker, TrackingWarning
+    from vaebench.config.spec import TrackingSpec
+    from vaebench.runs.tracking import Tracker, TrackingWarning
 
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", silent_server)

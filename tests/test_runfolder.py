@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaebench.errors import UserError
-from vaebench.runfolder import (
+from vaebench.core.errors import UserError
+from vaebench.runs.folder import (
     MetricsLog,
     RunPaths,
     atomic_write_json,

@@ -20,13 +20,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import vaebench.sweep as sweep_module
+import vaebench.launch.local_sweep as sweep_module
 from tiny import QUICKSTART, TINY, set_args
-from vaebench.checkpoint import load_checkpoint
 from vaebench.cli import app
-from vaebench.sweep import engine_available
-from vaebench.sweepfile import agent_command, load_sweep, localize, plain
-from vaebench.tracking import Tracker
+from vaebench.launch.local_sweep import engine_available
+from vaebench.launch.sweep_file import agent_command, load_sweep, localize, plain
+from vaebench.runs.checkpoint import load_checkpoint
+from vaebench.runs.tracking import Tracker
 
 # The controller needs W&B's sweep engine, an optional extra (README, Sweeps); the rest does not.
 engine = pytest.mark.skipif(
@@ -271,8 +271,8 @@ def test_slurm_jobs_get_the_flags_resources_over_the_specs(
 ) -> None:
     """The sbatch header submitit writes: --slurm-* flags override the variant's `slurm` section."""
     pytest.importorskip("submitit")
-    from vaebench.spec import SlurmSpec
-    from vaebench.workers import Job, SubmititExecutor
+    from vaebench.config.spec import SlurmSpec
+    from vaebench.launch.workers import Job, SubmititExecutor
 
     bin_dir = tmp_path / "bin"  # submitit only checks that `srun` exists
     bin_dir.mkdir()
@@ -392,7 +392,7 @@ def test_under_a_wandb_agent_the_tracker_adopts_the_agents_run(
 ) -> None:
     import wandb
 
-    from vaebench.spec import TrackingSpec
+    from vaebench.config.spec import TrackingSpec
 
     seen: dict[str, Any] = {}
 
@@ -635,7 +635,7 @@ def test_vaebench_run_in_a_sweep_without_the_recorded_parameters_says_it_cannot_
 def test_summary_metrics_are_the_keys_a_finished_run_writes(tmp_path: Path) -> None:
     """What the metric check offers is what summary.json holds: for an objective with terms of its own,
     a perceptual term and the final evaluation (every numeric key but the run's names and steps)."""
-    from vaebench.sweepcheck import summary_metrics
+    from vaebench.launch.sweep_check import summary_metrics
 
     experiment = tiny_experiment(
         tmp_path, loss__kind="beta_tcvae", loss__perceptual_weight=0.5, loss__vgg_weights="random"
@@ -644,7 +644,7 @@ def test_summary_metrics_are_the_keys_a_finished_run_writes(tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "runs" / "tiny" / "base" / "seed0" / "summary.json").read_text())
     numbers = {k for k, v in written.items() if isinstance(v, (int, float)) and "/" in k}
-    from vaebench.experiments import load_experiment
+    from vaebench.config.experiments import load_experiment
 
     keys = summary_metrics(load_experiment(experiment)[0].spec)
     assert set(keys) == numbers and len(keys) == len(set(keys))

@@ -10,17 +10,17 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from vaebench.figures import (
+from vaebench.config.spec import ModelSpec
+from vaebench.evaluation.figures import (
     TEMPERATURES,
     measure_temperature,
     spread_ratio,
     temperature_spread,
 )
-from vaebench.report.figures import temperature_note
+from vaebench.model.vae import VAE, build_model
 from vaebench.report.render import Table, Text
 from vaebench.report.tables import MISSING
-from vaebench.spec import ModelSpec
-from vaebench.vae import VAE, build_model
+from vaebench.report.writeup import temperature_note
 
 TAUS = (0.0, 0.25, 0.5, 1.0, 2.0)
 

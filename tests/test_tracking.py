@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vaebench import tracking
-from vaebench.errors import UserError
-from vaebench.spec import TrackingSpec
-from vaebench.tracking import Tracker, TrackingWarning, has_wandb_credentials, resolve_mode
+from vaebench.config.spec import TrackingSpec
+from vaebench.core.errors import UserError
+from vaebench.runs import tracking
+from vaebench.runs.tracking import Tracker, TrackingWarning, has_wandb_credentials, resolve_mode
 
 CONFIG = {"model": {"latent_dim": 8, "decoder": {"kind": "isotropic", "sigma": 0.1}}, "loss": {"beta": 4.0}}
 

@@ -30,19 +30,19 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-import vaebench.train as train_module
+import vaebench.train.loop as train_module
 from tiny import QUICKSTART, TINY, inf_gradient, nan_loss, on_training_calls, set_args, tiny_variant
-from vaebench.checkpoint import load_checkpoint
 from vaebench.cli import app
-from vaebench.errors import UserError
-from vaebench.experiments import load_experiment, select
-from vaebench.figures import TEMPERATURES
-from vaebench.progress import PlainProgress
-from vaebench.runfolder import read_metrics
-from vaebench.runner import plan_runs, run_one, run_queue
-from vaebench.spec import RunSpec
-from vaebench.tracking import TrackingWarning
-from vaebench.train import NumericalFault
+from vaebench.config.experiments import load_experiment, select
+from vaebench.config.spec import RunSpec
+from vaebench.core.errors import UserError
+from vaebench.core.progress import PlainProgress
+from vaebench.evaluation.figures import TEMPERATURES
+from vaebench.launch.runner import plan_runs, run_one, run_queue
+from vaebench.runs.checkpoint import load_checkpoint
+from vaebench.runs.folder import read_metrics
+from vaebench.runs.tracking import TrackingWarning
+from vaebench.train.loop import NumericalFault
 
 TOTAL = 12
 LOGGED = [2, 4, 6, 8, 10, 12]
@@ -624,8 +624,8 @@ def test_a_checkpoint_from_before_objectives_with_free_bits_restarts_the_best_ch
 ) -> None:
     """Its best_val left free bits out, today's val/loss has them: without the restart best.pt would
     never follow val/loss again after the resume. Without free bits the two agree: nothing restarts."""
-    from vaebench.checkpoint import RunCheckpoints
-    from vaebench.runfolder import RunPaths
+    from vaebench.runs.checkpoint import RunCheckpoints
+    from vaebench.runs.folder import RunPaths
 
     variant = tiny_variant(anneal__free_bits=free_bits)
     run = tmp_path / "run"

@@ -15,9 +15,9 @@ import torch
 import yaml
 from torch import Tensor
 
-from vaebench.experiments import Variant, load_experiment, select
+from vaebench.config.experiments import Variant, load_experiment, select
+from vaebench.config.spec import RunSpec
 from vaebench.objectives import TrainingLoss
-from vaebench.spec import RunSpec
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 # The quickstart experiment shrunk to 16x16 images, a one-level model and 12 steps (about a second).

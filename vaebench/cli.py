@@ -19,15 +19,15 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from vaebench.console import UNBOUNDED, make_console, on_terminals
-from vaebench.errors import UserError
-from vaebench.experiments import Variant, load_experiment, parse_overrides, select
-from vaebench.metrics import ordered as ordered_metrics
-from vaebench.metrics import report_metrics
-from vaebench.sweepfile import RUNS_DIR_ENV, run_arguments, sweep_run_params, sweep_run_suffix
+from vaebench.config.experiments import Variant, load_experiment, parse_overrides, select
+from vaebench.core.console import UNBOUNDED, make_console, on_terminals
+from vaebench.core.errors import UserError
+from vaebench.evaluation.metrics import ordered as ordered_metrics
+from vaebench.evaluation.metrics import report_metrics
+from vaebench.launch.sweep_file import RUNS_DIR_ENV, run_arguments, sweep_run_params, sweep_run_suffix
 
 if TYPE_CHECKING:
-    from vaebench.spec import RunSpec
+    from vaebench.config.spec import RunSpec
 
 
 class CommandLine(TyperGroup):
@@ -62,7 +62,7 @@ data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
 app.add_typer(data_app, name="data")
 
-# Wrapped at a terminal's width on a terminal, never wrapped elsewhere (vaebench.console).
+# Wrapped at a terminal's width on a terminal, never wrapped elsewhere (vaebench.core.console).
 console = make_console()
 err_console = make_console(stderr=True)
 
@@ -274,9 +274,9 @@ def run(
     slurm_cluster: SlurmClusterOption = "slurm",
 ) -> None:
     """Train every variant x seed of an experiment; rerunning resumes unfinished runs, skips finished ones."""
-    from vaebench.progress import PlainProgress, RichProgress
-    from vaebench.runner import check_runs_dir, plan_runs, preflight, run_parallel, run_queue
-    from vaebench.sweepcheck import check_trains_sweep_params
+    from vaebench.core.progress import PlainProgress, RichProgress
+    from vaebench.launch.runner import check_runs_dir, plan_runs, preflight, run_parallel, run_queue
+    from vaebench.launch.sweep_check import check_trains_sweep_params
 
     in_sweep = sweep_run_suffix()
     with user_errors():
@@ -300,8 +300,8 @@ def run(
                 progress.queue(len(plan))
                 results = run_queue(plan, device=device, force=force, reporter=progress)
         else:
-            from vaebench.spec import SlurmSpec
-            from vaebench.workers import Board, make_executor, python_vaebench
+            from vaebench.config.spec import SlurmSpec
+            from vaebench.launch.workers import Board, make_executor, python_vaebench
 
             flags = slurm_flags(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_account)
             pool, slots = make_executor(
@@ -423,9 +423,15 @@ def sweep(
     records every run's parameters, status and metric. Before the first run the file is checked: the
     command passes the parameters (${args}), the metric is one the runs log, a grid lists its values.
     """
-    from vaebench.spec import SlurmSpec
-    from vaebench.sweep import MAX_INITIAL_FAILURES, LocalSweep, check_sweep, import_sweeps, sweep_table
-    from vaebench.workers import Board, make_executor
+    from vaebench.config.spec import SlurmSpec
+    from vaebench.launch.local_sweep import (
+        MAX_INITIAL_FAILURES,
+        LocalSweep,
+        check_sweep,
+        import_sweeps,
+        sweep_table,
+    )
+    from vaebench.launch.workers import Board, make_executor
 
     if check:
         with user_errors():
@@ -513,7 +519,8 @@ def evaluation_table(split: str, results: list[tuple[Path, dict]]) -> Table:
     table.add_column("metric", style="cyan")
     for run_dir, _ in results:
         table.add_column(str(run_dir), justify="right", overflow="fold")
-    for m in ordered_metrics():  # every registered scalar metric (`vaebench.metrics`), in reading order
+    # every registered scalar metric (`vaebench.evaluation.metrics`), in reading order
+    for m in ordered_metrics():
         if not m.fmt:
             continue  # a list (kl_per_dim): in eval/<split>.json, not in a table
         cells = []
@@ -549,8 +556,8 @@ def evaluate(
     Results go to each run's eval/<split>.json (one entry per settings, earlier ones kept) and
     summary.json (latest evaluation wins).
     """
-    from vaebench.evaluate import check_run_folder, evaluate_run, load_run_spec
-    from vaebench.progress import RichProgress
+    from vaebench.core.progress import RichProgress
+    from vaebench.evaluation.evaluate import check_run_folder, evaluate_run, load_run_spec
 
     with user_errors():
         for run_dir in run_dirs:  # every folder checked before the first (slow) evaluation
@@ -578,7 +585,7 @@ def evaluate(
 
 
 RankChoice = Enum("RankChoice", {m.key: m.key for m in report_metrics()}, type=str)  # type: ignore[misc]
-"""`--rank-by` choices: the report's metrics (`vaebench.metrics`, report=True)."""
+"""`--rank-by` choices: the report's metrics (`vaebench.evaluation.metrics`, report=True)."""
 
 
 def frame_table(frame, title: str, width: int) -> Table:  # frame: a pandas DataFrame of strings

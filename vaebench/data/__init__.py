@@ -19,6 +19,8 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vaebench.config.spec import CelebADataSpec, DataSpec, SyntheticDataSpec
+from vaebench.core.errors import UserError
 from vaebench.data.cache import (
     CachedImages,
     cache_path,
@@ -30,8 +32,6 @@ from vaebench.data.cache import (
 from vaebench.data.celeba import CelebAImages, load_image, locate_celeba, read_partition
 from vaebench.data.splits import SPLITS, Split, split_index
 from vaebench.data.synthetic import FACTOR_NAMES, FACTORS, SyntheticFaces, render
-from vaebench.errors import UserError
-from vaebench.spec import CelebADataSpec, DataSpec, SyntheticDataSpec
 
 __all__ = [
     "FACTORS",

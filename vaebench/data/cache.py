@@ -48,11 +48,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from vaebench.console import make_console
+from vaebench.config.spec import CelebADataSpec
+from vaebench.core.console import make_console
+from vaebench.core.errors import UserError
 from vaebench.data.celeba import CelebAImages, load_image
 from vaebench.data.splits import SPLITS, Split, split_index
-from vaebench.errors import UserError
-from vaebench.spec import CelebADataSpec
 
 CACHE_FORMAT = "vaebench-celeba-cache"
 CACHE_VERSION = 2  # 2: file names and sidecars key the cache by its source (root, partition, file list)

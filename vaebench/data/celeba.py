@@ -36,9 +36,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vaebench.config.spec import CelebADataSpec
+from vaebench.core.errors import UserError
 from vaebench.data.splits import Split, split_index
-from vaebench.errors import UserError
-from vaebench.spec import CelebADataSpec
 
 IMAGE_FOLDER = "img_align_celeba"
 PARTITION_TXT = "list_eval_partition.txt"

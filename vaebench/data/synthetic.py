@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vaebench.config.spec import SyntheticDataSpec
 from vaebench.data.splits import Split, split_index
-from vaebench.spec import SyntheticDataSpec
 
 
 class Factor(NamedTuple):

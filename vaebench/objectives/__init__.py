@@ -3,7 +3,7 @@
 An objective is a spec section (a subclass of `ObjectiveSpec` with a `kind` literal) and a function
 from one batch to named loss terms, registered with `register(...)` in its own module of this package.
 Every module here is imported when the package is, so adding an objective is adding one file (see the
-README's "Extending vaebench"); `vaebench.spec` builds `LossSpec`, the tagged union of all
+README's "Extending vaebench"); `vaebench.config.spec` builds `LossSpec`, the tagged union of all
 registered specs, from `OBJECTIVES`.
 
 The terms come back as a dict of scalar tensors (batch means, nats per image unless a term's doc says
@@ -12,8 +12,9 @@ closed-form KL(q(z|x) || p(z))) always, so that every run logs a comparable -ELB
 the objective's own terms, named in `Objective.terms`. The training paths and validation sum whatever
 terms there are without knowing their names, and log each as `train/<term>` / `val/<term>`.
 
-Import rule for entries: `vaebench.sections`, `vaebench.likelihoods`, `vaebench.annealing` and this
-package, not `vaebench.spec` (which is assembled from the entries) nor `vaebench.vae`.
+Import rule for entries: `vaebench.core.sections`, `vaebench.model.likelihoods`,
+`vaebench.objectives.annealing` and this
+package, not `vaebench.config.spec` (which is assembled from the entries) nor `vaebench.model.vae`.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 from torch import Tensor
 
-from vaebench.sections import Float, Section, import_entries, register_entry
+from vaebench.core.sections import Float, Section, import_entries, register_entry
 
 if TYPE_CHECKING:
-    from vaebench.perceptual import VGGPerceptual
-    from vaebench.vae import VAE, VAEOutput
+    from vaebench.model.vae import VAE, VAEOutput
+    from vaebench.objectives.perceptual import VGGPerceptual
 
 REQUIRED_TERMS = ("loss", "recon", "kl")
 

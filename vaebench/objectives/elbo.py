@@ -11,10 +11,10 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor
 
-from vaebench.annealing import free_bits_kl
-from vaebench.likelihoods import gaussian_kl_per_dim
+from vaebench.core.sections import Float
+from vaebench.model.likelihoods import gaussian_kl_per_dim
 from vaebench.objectives import Batch, Objective, ObjectiveSpec, register
-from vaebench.sections import Float
+from vaebench.objectives.annealing import free_bits_kl
 
 
 class ElboSpec(ObjectiveSpec):

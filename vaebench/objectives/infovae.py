@@ -17,9 +17,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vaebench.likelihoods import gaussian_kl
+from vaebench.core.sections import Float
+from vaebench.model.likelihoods import gaussian_kl
 from vaebench.objectives import Batch, Objective, ObjectiveSpec, register
-from vaebench.sections import Float
 
 
 class InfoVAESpec(ObjectiveSpec):

@@ -16,9 +16,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from vaebench.likelihoods import gaussian_kl, gaussian_log_density
+from vaebench.core.sections import Int
+from vaebench.model.likelihoods import gaussian_kl, gaussian_log_density
 from vaebench.objectives import Batch, Objective, ObjectiveSpec, register
-from vaebench.sections import Int
 
 
 class IWAESpec(ObjectiveSpec):

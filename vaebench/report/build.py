@@ -27,10 +27,10 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-from vaebench.errors import UserError
+from vaebench.core.errors import UserError
 from vaebench.report import render
+from vaebench.report.columns import REPORT_METRICS, metric
 from vaebench.report.load import RunSet, load_runs
-from vaebench.report.metrics import REPORT_METRICS, metric
 from vaebench.report.plots import PlotContext, registered, variant_palette
 from vaebench.report.plots.grouping import curve_grouping
 from vaebench.report.plots.registry import CURVES, EFFECTS, LATENT, RESULTS, SECTIONS
@@ -53,7 +53,7 @@ from vaebench.report.tables import (
     variant_table,
     write_table,
 )
-from vaebench.runfolder import atomic_write_text
+from vaebench.runs.folder import atomic_write_text
 
 MARKER = ".vaebench-report"
 OPEN_FIGURES = 4  # with more variants than this, each variant's write-up figures are folded (HTML)
@@ -450,7 +450,7 @@ def _writeup_section(
     scale: int,
     device: str,
 ) -> list[render.Block]:
-    from vaebench.report.figures import reconstruction_comparison
+    from vaebench.report.writeup import reconstruction_comparison
 
     if figure_runs:
         chosen = chosen_figure_runs(rs, figure_runs)
@@ -517,7 +517,7 @@ def _variant_figures(
 ) -> list[render.Block]:
     """One run's reconstructions, interpolation, temperature grid and loss curves, side by side, and
     what the temperature grid's rows measure (`temperature_note`)."""
-    from vaebench.report.figures import temperature_note, writeup_figures
+    from vaebench.report.writeup import temperature_note, writeup_figures
 
     rec = rs.record(run)
     folder = out / "figures" / title.replace("/", "_").replace(" ", "_")

@@ -30,9 +30,9 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import track
 
-from vaebench.errors import UserError
-from vaebench.experiments import load_experiment
-from vaebench.runfolder import RunPaths, read_json, read_metrics, read_run_document
+from vaebench.config.experiments import load_experiment
+from vaebench.core.errors import UserError
+from vaebench.runs.folder import RunPaths, read_json, read_metrics, read_run_document
 
 Status = Literal["finished", "evaluating", "unfinished", "diverged", "broken", "replaced"]
 
@@ -201,7 +201,8 @@ def _read_files(paths: RunPaths, record: RunRecord) -> None:
 
 
 def _temperature_record(path: Path) -> dict[str, Any] | None:
-    """The run's temperature-grid measurement (`vaebench.figures.measure_temperature`), or None when the
+    """The run's temperature-grid measurement (`vaebench.evaluation.figures.measure_temperature`), or None
+    when the
     run folder has none (made before vaebench measured it) or it cannot be read: a figure's note, not a
     reason to list the run as broken."""
     try:

@@ -28,12 +28,12 @@ from typing import Any
 
 import pandas as pd
 
-from vaebench.experiments import flatten
+from vaebench.config.experiments import flatten
+from vaebench.config.spec import RunSpec
+from vaebench.report.columns import REPORT_METRICS, Metric, metric
 from vaebench.report.load import RunSet
-from vaebench.report.metrics import REPORT_METRICS, Metric, metric
 from vaebench.report.stats import mean_ci
-from vaebench.runfolder import atomic_write_text
-from vaebench.spec import RunSpec
+from vaebench.runs.folder import atomic_write_text
 
 MISSING = "–"
 TIED = "≈"  # marks a variant whose difference to the best is within the seed spread

@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import track
 
-from vaebench.errors import UserError
+from vaebench.core.errors import UserError
 from vaebench.report.load import RunRecord, RunSet, classify, make_run_set
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from vaebench.report.metrics import ACTIVE_UNITS, KL, MUTUAL_INFO
+from vaebench.report.columns import ACTIVE_UNITS, KL, MUTUAL_INFO
 from vaebench.report.plots.registry import LATENT, PlotContext, plot, save, style, variant_legend
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from vaebench.report.metrics import BPD_ELBO, BPD_IW
+from vaebench.report.columns import BPD_ELBO, BPD_IW
 from vaebench.report.plots.registry import RESULTS, PlotContext, figure_legend, plot, save, style
 
 SEED_MARKERS = ("o", "s", "^", "v", "P", "X", "<", ">", "p", "h")

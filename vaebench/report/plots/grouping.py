@@ -15,7 +15,7 @@ from typing import Any
 
 from matplotlib.lines import Line2D
 
-from vaebench.errors import UserError
+from vaebench.core.errors import UserError
 from vaebench.report.load import RunSet
 from vaebench.report.plots.registry import Colour, PlotContext, level_palette
 

@@ -30,8 +30,8 @@ from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 
+from vaebench.report.columns import BPD_ELBO, Metric
 from vaebench.report.load import RunSet
-from vaebench.report.metrics import BPD_ELBO, Metric
 
 Colour = tuple[float, float, float]
 DPI = 150

@@ -1,0 +1,300 @@
+"""The queue of variant x seed runs of an experiment, and one run from start to DONE.
+
+`run_one` is what `vaebench run` does for each run: pick the training path for the device, train
+(`vaebench.train.loop.train`, to the last step), then `finish_run`: figures, the final evaluation, the
+summary and the DONE marker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaebench import data as datasets
+from vaebench.config.experiments import Variant
+from vaebench.config.spec import RunSpec, SyntheticDataSpec
+from vaebench.core.device import Device, resolve_device
+from vaebench.core.errors import UserError
+from vaebench.core.progress import Reporter, SilentReporter
+from vaebench.data.batches import eval_batches, to_float
+from vaebench.evaluation.evaluate import evaluate_run, load_trained_model
+from vaebench.evaluation.figures import standard_figures
+from vaebench.launch.workers import Board, Executor, Job, Outcome, error_line, run_pool
+from vaebench.runs.checkpoint import load_checkpoint
+from vaebench.runs.folder import (
+    MetricsLog,
+    RunPaths,
+    atomic_write_text,
+    read_json,
+    read_run_document,
+    run_dir,
+    training_summary,
+    update_summary,
+)
+from vaebench.train.fastpath import FAST
+from vaebench.train.loop import RunResult, check_finished_run, check_same_training_spec, train
+from vaebench.train.steps import PLAIN, TrainPath
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    variant: Variant  # its name carries the suffix, if any: it names the folder and the W&B run
+    seed: int
+    run_dir: Path
+    source_variant: str = ""  # the variant's name in the experiment file (what --variant selects)
+
+
+def plan_runs(
+    variants: Sequence[Variant], runs_dir: Path, seeds: Sequence[int] = (), suffix: str | None = None
+) -> list[PlannedRun]:
+    """Every variant x seed: the variant's own seeds, or `seeds` when given (--seed).
+
+    suffix: one sweep run's name; each variant becomes `<variant>+<suffix>`, so that sweep runs of the
+    same variant with other parameters get folders of their own (runs/<experiment>/<variant>+<suffix>/).
+    """
+    if suffix is not None and not re.fullmatch(r"[\w.=-]+", suffix):
+        raise UserError(f"Run name suffix {suffix!r}: use letters, digits and . = - _ only.")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise UserError(
+            f"--seed {negative[0]}: seeds are 0 or more (each names a run folder, seed<k>, as in the spec)."
+        )
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise UserError(f"--seed {repeated[0]} is given twice: each seed is one run folder; give each once.")
+    planned = []
+    for v in variants:
+        named = replace(v, name=f"{v.name}+{suffix}") if suffix else v
+        for seed in seeds or v.spec.seeds:
+            planned.append(PlannedRun(named, seed, run_dir(runs_dir, v.experiment, named.name, seed), v.name))
+    return planned
+
+
+def check_runs_dir(runs_dir: Path) -> None:
+    """--runs-dir must be a folder this process can create and write in; checked before any run starts."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(f"--runs-dir {runs_dir} is a file, not a folder: give a folder for the run folders.")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"--runs-dir {runs_dir} cannot be written ({err.strerror}): give a folder you can write in, "
+            "e.g. --runs-dir $HOME/runs or a scratch disk."
+        ) from None
+
+
+def physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_synthetic_memory(spec: RunSpec, memory: int | None = None) -> None:
+    """Synthetic splits are rendered into memory as uint8: refuse sizes this machine cannot hold.
+
+    The render is float32 in batches, then uint8: about 3 * S^2 bytes an image for the three splits.
+    """
+    data = spec.data
+    if not isinstance(data, SyntheticDataSpec):
+        return
+    memory = physical_memory_bytes() if memory is None else memory
+    per_image = 3 * data.image_size**2
+    need = (data.train_size + data.val_size + data.test_size) * per_image
+    if memory is not None and need > memory // 2:
+        raise UserError(
+            f"The synthetic splits (data.train_size = {data.train_size:,}, data.val_size = "
+            f"{data.val_size:,}, data.test_size = {data.test_size:,} images of side {data.image_size}) need "
+            f"{need / 2**30:,.1f} GiB of memory, more than half of this machine's {memory / 2**30:,.1f} GiB. "
+            "Lower data.train_size (4096 trains the quickstart) or data.image_size."
+        )
+
+
+def preflight(plan: Sequence[PlannedRun]) -> None:
+    """Check, before the first step of the first run, what a person must fix: data, memory, VGG weights."""
+    from vaebench.data import check_data
+    from vaebench.objectives.perceptual import check_vgg_weights_available
+
+    checked: set[str] = set()
+    for item in plan:
+        spec = item.variant.spec
+        key = spec.data.model_dump_json()
+        if key not in checked:
+            check_synthetic_memory(spec)
+            check_data(spec.data)
+            checked.add(key)
+        if spec.loss.perceptual_weight > 0 and spec.loss.vgg_weights == "imagenet":
+            check_vgg_weights_available()
+
+
+def train_path(spec: RunSpec, device: torch.device, fast_path: bool | None = None) -> TrainPath:
+    """The fast path on CUDA and when train.compile is "on", the plain path otherwise.
+
+    fast_path: True takes the fast path on any device (the tests run it on CPU), False never.
+    """
+    fast = fast_path if fast_path is not None else (device.type == "cuda" or spec.train.compile == "on")
+    return FAST if fast else PLAIN
+
+
+def run_one(
+    variant: Variant,
+    seed: int,
+    run_dir: Path,
+    *,
+    device: Device = "auto",
+    force: bool = False,
+    reporter: Reporter | None = None,
+    stop_after: int | None = None,
+    fast_path: bool | None = None,
+) -> RunResult:
+    """Train one variant x seed in `run_dir` (or resume it, or skip it when finished) and finish it.
+
+    A run that trained to its last step but was not finished (its evaluation failed or was
+    interrupted) goes straight to `finish_run` when rerun.
+    """
+    reporter = reporter or SilentReporter()
+    dev = resolve_device(device)
+    path = train_path(variant.spec, dev, fast_path)
+    result = train(
+        variant.spec, seed, run_dir, labels=variant.labels, device=device, force=force,
+        reporter=reporter, stop_after=stop_after, path=path,
+    )  # fmt: skip
+    if result.status != "trained":
+        return result
+    tracker = result.tracker
+    try:
+        summary = finish_run(RunPaths(run_dir), dev, tracker)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(exit_code=1)
+        raise
+    if tracker is not None:
+        tracker.finish()
+    return RunResult(run_dir, "finished", summary, wall_s=result.wall_s)
+
+
+def finish_run(paths: RunPaths, device: torch.device, tracker: Any = None) -> dict[str, Any]:
+    """Figures, the final evaluation, the summary and the DONE marker of a run at its last step.
+
+    Figures show the final model (checkpoints/last.pt); the evaluation (when eval.at_end) is of
+    checkpoints/best.pt, the model the run's headline numbers are about, with the spec's eval settings.
+    It runs before the summary and DONE, so a finished run always has its "<split>/..." keys in
+    summary.json, and a run whose evaluation failed is finished by rerunning.
+    """
+    document = read_run_document(paths.spec)
+    spec = RunSpec.model_validate(document["spec"])
+    last = load_checkpoint(paths.last)  # read once: the figures' weights and the loop state
+    model, _ = load_trained_model(paths.last, spec, device, state=last)
+    model.eval()
+    loop = last["loop"]
+    test_set = datasets.build_dataset(spec.data, "test")
+    images = to_float(next(eval_batches(test_set, 16)), device)
+    figures = standard_figures(model, images, paths.figures, seed=document["seed"], step=loop["step"])
+    if tracker is not None:
+        tracker.log_images(figures, loop["step"])
+    if spec.eval.at_end:
+        # last.pt only if no validation ever gave a finite loss (then best.pt was never written)
+        which = "best" if paths.best.exists() else "last"
+        evaluate_run(paths.root, checkpoint=which, device=device, tracker=tracker, tracker_step=loop["step"])
+    summary = training_summary(document, loop, MetricsLog.read(paths.metrics))
+    update_summary(paths.summary, summary)
+    if tracker is not None:
+        tracker.summary_update(summary)
+    atomic_write_text(paths.done, datetime.now(timezone.utc).isoformat())
+    return read_json(paths.summary)
+
+
+def run_queue(
+    plan: Sequence[PlannedRun], *, device: Device, force: bool, reporter: Reporter
+) -> list[RunResult]:
+    """Train each planned run in turn; a run that fails is recorded and the others still run.
+
+    Expected failures (bad data, missing weights, non-finite loss) become `failed` results with their
+    message. Ctrl-C stops the queue (the trainer has checkpointed the current run first).
+    """
+    results = []
+    for item in plan:
+        try:
+            result = run_one(
+                item.variant, item.seed, item.run_dir, device=device, force=force, reporter=reporter
+            )
+        except UserError as err:
+            reporter.message(f"{item.run_dir}: failed: {err}")
+            result = RunResult(item.run_dir, "failed", error=str(err))
+        results.append(result)
+        run_done = getattr(reporter, "run_done", None)
+        if run_done is not None:
+            run_done()
+    return results
+
+
+def run_parallel(
+    plan: Sequence[PlannedRun],
+    worker_args: Sequence[str],
+    *,
+    force: bool,
+    executor: Executor,
+    slots: Sequence[str | None],
+    board: Board,
+    slurm_overrides: Mapping[str, Any] | None = None,
+) -> list[RunResult]:
+    """Train the planned runs as `vaebench run` subprocesses, len(slots) at a time (see
+    vaebench.launch.workers).
+
+    worker_args: the command line of one run without its selection, i.e. `vaebench run SPEC` plus the
+    options and overrides every run shares; `--variant V --seed S` is added per run. Finished runs are
+    skipped here (after the same spec check the trainer does); a failed run is reported with the
+    `error:` line of its log, `<run folder>.log`, and the others go on. SLURM jobs get each variant's
+    `slurm` section with `slurm_overrides` (the --slurm-* flags) on top.
+    """
+    results: dict[Path, RunResult] = {}
+    jobs: list[Job] = []
+    for item in plan:
+        paths = RunPaths(item.run_dir)
+        if paths.done.exists() and not force:
+            try:
+                check_same_training_spec(paths, item.variant.spec)
+            except UserError as err:
+                results[item.run_dir] = RunResult(item.run_dir, "failed", error=str(err))
+                continue
+            notes: list[str] = []
+            check_finished_run(paths, notes.append)  # a damaged last.pt is said, metrics rows rebuilt
+            summary = read_json(paths.summary) if paths.summary.exists() else {}
+            results[item.run_dir] = RunResult(item.run_dir, "skipped", summary, error=" ".join(notes) or None)
+            continue
+        argv = [*worker_args, "--variant", item.source_variant or item.variant.name, "--seed", str(item.seed)]
+        log = item.run_dir.with_name(f"{item.run_dir.name}.log")
+        slurm = item.variant.spec.slurm.model_copy(update=dict(slurm_overrides or {}))
+        jobs.append(Job(str(item.run_dir), argv, log, slurm=slurm))
+    for result in results.values():
+        board.ended(str(result.run_dir), result.status, result.error or "already finished")
+
+    def on_done(outcome: Outcome) -> tuple[str, str]:
+        run_dir = Path(outcome.job.name)
+        paths = RunPaths(run_dir)
+        summary = read_json(paths.summary) if paths.summary.exists() else {}
+        if outcome.returncode == 0 and paths.done.exists():
+            results[run_dir] = RunResult(run_dir, "finished", summary, wall_s=outcome.wall_s)
+            return "finished", ""
+        if outcome.stopped is not None:
+            error = f"{outcome.stopped}; rerun to resume (log: {outcome.job.log})"
+            results[run_dir] = RunResult(run_dir, "stopped", summary, error=error, wall_s=outcome.wall_s)
+            return "stopped", error
+        why = error_line(outcome.job.log) or f"exit status {outcome.returncode}"
+        error = f"{why} (log: {outcome.job.log})"
+        results[run_dir] = RunResult(run_dir, "failed", summary, error=error, wall_s=outcome.wall_s)
+        return "failed", why
+
+    queue = iter(jobs)
+    run_pool(lambda: next(queue, None), executor, slots, on_done, board)
+    return [results[item.run_dir] for item in plan if item.run_dir in results]
