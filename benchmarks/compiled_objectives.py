@@ -41,8 +41,10 @@ from typing import Any
 
 import torch
 
-from vaebench.config.spec import ModelSpec, RunSpec, SyntheticDataSpec, TrainSpec
+from vaebench.config.spec import RunSpec, TrainSpec
 from vaebench.data import build_dataset
+from vaebench.data.spec import SyntheticDataSpec
+from vaebench.model.spec import ModelSpec
 from vaebench.model.vae import build_model
 from vaebench.objectives import OBJECTIVES
 from vaebench.train.fastpath import CompileWarning, DeviceBatches, FastTrainStep

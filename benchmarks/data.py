@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jpeg_folder import make_celeba_folder
 from machine import describe
 
-from vaebench.config.spec import CelebADataSpec
 from vaebench.data import CachedImages, CelebAImages, prepare_cache
 from vaebench.data.batches import batch_indices
+from vaebench.data.spec import CelebADataSpec
 
 BATCH = 32
 console = Console(width=150)

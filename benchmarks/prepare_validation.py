@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jpeg_folder import make_celeba_folder
 
-from vaebench.config.spec import CelebADataSpec
 from vaebench.data import celeba, prepare_cache
+from vaebench.data.spec import CelebADataSpec
 
 
 def main(argv: list[str] | None = None) -> None:

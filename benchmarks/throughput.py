@@ -55,12 +55,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jpeg_folder import make_celeba_folder
 from machine import describe
 
-from vaebench.config.spec import CelebADataSpec, ElboSpec, EvalSpec, ModelSpec, RunSpec, TrainSpec
+from vaebench.config.spec import EvalSpec, RunSpec, TrainSpec
 from vaebench.data import CachedImages, prepare_cache
+from vaebench.data.spec import CelebADataSpec
 from vaebench.evaluation.evaluate import EVAL_FORWARD_IMAGES_CUDA, evaluate_model
 from vaebench.model.likelihoods import image_log_prob
+from vaebench.model.spec import ModelSpec
 from vaebench.model.vae import VAE, build_model
 from vaebench.objectives import TrainingLoss
+from vaebench.objectives.elbo import ElboSpec
 from vaebench.train.fastpath import DeviceBatches, FastTrainStep
 from vaebench.train.loop import build_optimizer
 from vaebench.train.steps import training_loss

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from vaebench.config.spec import AnnealSpec
-from vaebench.objectives.annealing import free_bits_kl, kl_weight
+from vaebench.objectives.annealing import AnnealSpec, free_bits_kl, kl_weight
 
 
 def test_constant_schedule_is_end_at_every_step() -> None:

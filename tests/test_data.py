@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from vaebench.config.spec import CelebADataSpec, SyntheticDataSpec
 from vaebench.core.errors import UserError
 from vaebench.data import (
     FACTOR_NAMES,
@@ -30,6 +29,7 @@ from vaebench.data import (
     prepare_cache,
     render,
 )
+from vaebench.data.spec import CelebADataSpec, SyntheticDataSpec
 
 # ----------------------------------------------------------------------------- synthetic
 

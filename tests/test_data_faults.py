@@ -22,7 +22,6 @@ from typer.testing import CliRunner
 
 from test_data import write_celeba
 from vaebench.cli import app
-from vaebench.config.spec import CelebADataSpec
 from vaebench.core.errors import UserError
 from vaebench.data import (
     CachedImages,
@@ -34,6 +33,7 @@ from vaebench.data import (
     prepare,
 )
 from vaebench.data.celeba import fit_aligned
+from vaebench.data.spec import CelebADataSpec
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]

@@ -18,11 +18,12 @@ from vaebench.cli import app
 from vaebench.config.experiments import Variant
 from vaebench.config.spec import RunSpec
 from vaebench.data import build_dataset
-from vaebench.evaluation.evaluate import EvalResult, evaluate_model, evaluate_run, load_run_spec
+from vaebench.evaluation.evaluate import EvalResult, evaluate_model, evaluate_run
 from vaebench.launch.runner import run_one
 from vaebench.model.vae import VAE, build_model
 from vaebench.runs.checkpoint import load_checkpoint
-from vaebench.runs.folder import read_json
+from vaebench.runs.io import read_json
+from vaebench.runs.trained import load_run_spec
 
 LATENT = 4
 D = 3 * 16 * 16

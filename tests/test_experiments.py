@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from vaebench.cli import app
 from vaebench.config.experiments import apply_overrides, load_experiment, parse_override, parse_value, select
-from vaebench.config.spec import RunSpec, VarianceDecoderSpec
+from vaebench.config.spec import RunSpec
 from vaebench.core.errors import UserError
+from vaebench.model.decoders.variance import VarianceDecoderSpec
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 runner = CliRunner()

@@ -40,7 +40,8 @@ def test_the_objective_example_is_a_loss_kind_that_trains_a_step() -> None:
     code = """
 import torch
 from vaebench.objectives import TrainingLoss
-from vaebench.config.spec import ModelSpec, RunSpec
+from vaebench.model.spec import ModelSpec
+from vaebench.config.spec import RunSpec
 from vaebench.config.experiments import apply_overrides
 from vaebench.model.vae import build_model
 tree = apply_overrides({"loss": {"beta": 2.0, "likelihood": "continuous"}}, {"loss.kind": "kl_capacity"})
@@ -66,7 +67,9 @@ from vaebench.report.columns import REPORT_METRICS
 import torch
 from vaebench.data import build_dataset
 from vaebench.evaluation.evaluate import evaluate_model
-from vaebench.config.spec import EvalSpec, ModelSpec, SyntheticDataSpec
+from vaebench.config.spec import EvalSpec
+from vaebench.model.spec import ModelSpec
+from vaebench.data.spec import SyntheticDataSpec
 from vaebench.model.vae import build_model
 assert "recon_rmse" in METRICS and "recon_rmse" in [m.key for m in REPORT_METRICS]
 data = build_dataset(SyntheticDataSpec(image_size=16, train_size=8, val_size=8, test_size=8), "test")

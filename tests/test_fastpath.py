@@ -27,7 +27,7 @@ from vaebench.evaluation.evaluate import evaluate_model
 from vaebench.launch.runner import run_one
 from vaebench.model.vae import build_model
 from vaebench.runs.checkpoint import load_checkpoint
-from vaebench.runs.folder import read_metrics
+from vaebench.runs.metrics_log import read_metrics
 from vaebench.train.fastpath import (
     CompileWarning,
     DeviceBatches,

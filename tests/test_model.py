@@ -8,11 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from vaebench.config.spec import IsotropicDecoderSpec, ModelSpec, SigmaVAEDecoderSpec, VarianceDecoderSpec
 from vaebench.core.errors import UserError
 from vaebench.model.blocks import Downsample, ResidualBottleneck, Upsample, group_count
-from vaebench.model.decoders.variance import VarianceHead
+from vaebench.model.decoders.isotropic import IsotropicDecoderSpec
+from vaebench.model.decoders.sigma_vae import SigmaVAEDecoderSpec
+from vaebench.model.decoders.variance import VarianceDecoderSpec, VarianceHead
 from vaebench.model.likelihoods import gaussian_kl, image_log_prob
+from vaebench.model.spec import ModelSpec
 from vaebench.model.vae import VAE, build_model
 
 DECODERS = {

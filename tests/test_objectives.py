@@ -10,8 +10,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from vaebench.config.spec import ModelSpec, RunSpec, SigmaVAEDecoderSpec, VarianceDecoderSpec
+from vaebench.config.spec import RunSpec
+from vaebench.model.decoders.sigma_vae import SigmaVAEDecoderSpec
+from vaebench.model.decoders.variance import VarianceDecoderSpec
 from vaebench.model.likelihoods import discretized_gaussian_log_prob, gaussian_kl
+from vaebench.model.spec import ModelSpec
 from vaebench.model.vae import VAEOutput, build_model
 from vaebench.objectives import OBJECTIVES, REQUIRED_TERMS, Batch, Objective, ObjectiveSpec, TrainingLoss
 from vaebench.objectives.elbo import ElboSpec
@@ -199,7 +202,7 @@ def test_each_objective_trains_on_both_paths_and_logs_its_own_terms(kind: str, t
     """The plain and the fast path (eager, on the CPU) sum the objective's terms without knowing them."""
     import tiny
     from vaebench.launch.runner import run_one
-    from vaebench.runs.folder import read_metrics
+    from vaebench.runs.metrics_log import read_metrics
 
     variant = tiny.tiny_variant(loss__kind=kind)
     rows = {}

@@ -13,9 +13,10 @@ import torch
 
 from vaebench.cli import RankChoice, evaluation_table
 from vaebench.config.experiments import apply_overrides
-from vaebench.config.spec import ModelSpec, RunSpec
+from vaebench.config.spec import RunSpec
 from vaebench.evaluation.metrics import METRICS, report_metrics
 from vaebench.model.decoders import DECODER_HEADS
+from vaebench.model.spec import ModelSpec
 from vaebench.model.vae import build_model
 from vaebench.objectives import OBJECTIVES
 from vaebench.report.columns import REPORT_METRICS

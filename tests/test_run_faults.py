@@ -32,7 +32,7 @@ from vaebench.evaluation.evaluate import SummaryWarning, evaluate_run
 from vaebench.launch.runner import run_one
 from vaebench.runs import checkpoint as checkpoint_module
 from vaebench.runs.checkpoint import CheckpointWarning, CorruptCheckpoint, load_checkpoint, save_checkpoint
-from vaebench.runs.folder import read_json
+from vaebench.runs.io import read_json
 from vaebench.runs.tracking import probe_server
 
 runner = CliRunner()

@@ -14,18 +14,11 @@ import pytest
 import torch
 
 from vaebench.core.errors import UserError
-from vaebench.runs.folder import (
-    MetricsLog,
-    RunPaths,
-    atomic_write_json,
-    atomic_write_text,
-    atomic_writer,
-    environment_info,
-    read_json,
-    read_metrics,
-    run_dir,
-    update_summary,
-)
+from vaebench.runs.document import update_summary
+from vaebench.runs.environment import environment_info
+from vaebench.runs.io import atomic_write_json, atomic_write_text, atomic_writer, read_json
+from vaebench.runs.metrics_log import MetricsLog, read_metrics
+from vaebench.runs.paths import RunPaths, run_dir
 
 
 def test_run_dir_layout_and_paths(tmp_path: Path) -> None:

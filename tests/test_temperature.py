@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from vaebench.config.spec import ModelSpec
 from vaebench.evaluation.figures import (
     TEMPERATURES,
     measure_temperature,
     spread_ratio,
     temperature_spread,
 )
+from vaebench.model.spec import ModelSpec
 from vaebench.model.vae import VAE, build_model
 from vaebench.report.render import Table, Text
 from vaebench.report.tables import MISSING

@@ -40,7 +40,7 @@ from vaebench.core.progress import PlainProgress
 from vaebench.evaluation.figures import TEMPERATURES
 from vaebench.launch.runner import plan_runs, run_one, run_queue
 from vaebench.runs.checkpoint import load_checkpoint
-from vaebench.runs.folder import read_metrics
+from vaebench.runs.metrics_log import read_metrics
 from vaebench.runs.tracking import TrackingWarning
 from vaebench.train.loop import NumericalFault
 
@@ -625,7 +625,7 @@ def test_a_checkpoint_from_before_objectives_with_free_bits_restarts_the_best_ch
     """Its best_val left free bits out, today's val/loss has them: without the restart best.pt would
     never follow val/loss again after the resume. Without free bits the two agree: nothing restarts."""
     from vaebench.runs.checkpoint import RunCheckpoints
-    from vaebench.runs.folder import RunPaths
+    from vaebench.runs.paths import RunPaths
 
     variant = tiny_variant(anneal__free_bits=free_bits)
     run = tmp_path / "run"

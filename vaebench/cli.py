@@ -557,7 +557,8 @@ def evaluate(
     summary.json (latest evaluation wins).
     """
     from vaebench.core.progress import RichProgress
-    from vaebench.evaluation.evaluate import check_run_folder, evaluate_run, load_run_spec
+    from vaebench.evaluation.evaluate import evaluate_run
+    from vaebench.runs.trained import check_run_folder, load_run_spec
 
     with user_errors():
         for run_dir in run_dirs:  # every folder checked before the first (slow) evaluation

@@ -37,7 +37,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from vaebench.config.spec import TAGGED_SECTIONS, RunSpec, shared_fields
 from vaebench.config.yamlfile import Yaml12Loader, read_yaml_file
 from vaebench.core.errors import UserError
-from vaebench.runs.folder import RunLabels
 
 Overrides = dict[str, Any]
 
@@ -195,6 +194,16 @@ def _folder_name(name: str) -> str:
 
 
 FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
+@dataclass(frozen=True)
+class RunLabels:
+    """What a run is part of: its experiment, variant, axis levels and overrides (not what it trains)."""
+
+    experiment: str = ""
+    variant: str = ""
+    axes: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 class VariantEntry(BaseModel):

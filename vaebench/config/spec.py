@@ -1,130 +1,42 @@
-"""The typed run specification: one pydantic model per section.
+"""The run specification: `RunSpec` assembles every section, and holds those of the run's stages.
 
-A `RunSpec` fully describes one training run (minus its seed, which the experiment
-enumerates). Every section forbids unknown keys, so a typo in a YAML file or a
-`--set` override is an error that names the key, never a silently ignored setting.
+A `RunSpec` fully describes one training run (minus its seed, which the experiment enumerates). Every
+section forbids unknown keys, so a typo in a YAML file or a `--set` override is an error that names the
+key, never a silently ignored setting.
 
-Units used throughout: images are 8-bit (uint8 on disk and in the data pipeline);
-the model sees them as floats in [0, 1] (x / 255); likelihoods are in nats per image
-unless a name says `bpd` (bits per dimension, D = C * H * W).
+Where each section lives: a component's section sits beside the code it configures (`data` in
+`vaebench.data.spec`, `model` in `vaebench.model.spec`, `model.decoder` beside each decoder head, `loss`
+beside each objective, `anneal` in `vaebench.objectives.annealing`), and no component imports this
+module. The sections of the stages that consume the whole assembled spec (`optim`/`train` for
+`vaebench.train`, `eval` for `vaebench.evaluation`, `tracking` for `vaebench.runs.tracking`, `slurm` for
+`vaebench.launch`) are defined here: those stages sit above the assembly, so their sections cannot sit
+in their packages without an import cycle.
+
+Units used throughout: images are 8-bit (uint8 on disk and in the data pipeline); the model sees them
+as floats in [0, 1] (x / 255); likelihoods are in nats per image unless a name says `bpd` (bits per
+dimension, D = C * H * W).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from vaebench.core.sections import Float, Int, Positive, Section, tagged_union
-from vaebench.model.decoders import DECODER_HEADS
-from vaebench.model.decoders.isotropic import IsotropicDecoderSpec
-from vaebench.model.decoders.sigma_vae import SigmaVAEDecoderSpec
-from vaebench.model.decoders.variance import VarianceDecoderSpec
-from vaebench.objectives import OBJECTIVES, ObjectiveSpec
+from vaebench.core.sections import Float, Int, Section, tagged_union
+from vaebench.data.spec import DATA_KINDS, DataSpec, SyntheticDataSpec
+from vaebench.model.spec import DECODER_KINDS, ModelSpec
+from vaebench.objectives import OBJECTIVES
+from vaebench.objectives.annealing import AnnealSpec
 from vaebench.objectives.elbo import ElboSpec
 
-__all__ = [  # the decoder and objective sections live beside their code; importable from here too
-    "ElboSpec",
-    "IsotropicDecoderSpec",
-    "ObjectiveSpec",
-    "SigmaVAEDecoderSpec",
-    "VarianceDecoderSpec",
-]
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class SyntheticDataSpec(Section):
-    """Procedurally generated images with known generative factors (runs anywhere, no download)."""
-
-    kind: Literal["synthetic"] = "synthetic"
-    train_size: Int = Field(4096, ge=1, description="Images in the train split.")
-    val_size: Int = Field(
-        256, ge=2, description="Images in the validation split (2 at least: variances over images)."
-    )
-    test_size: Int = Field(
-        256, ge=2, description="Images in the test split (2 at least: variances over images)."
-    )
-    image_size: Int = Field(64, ge=8, le=1024, description="Side of the square images, in pixels.")
-    seed: Int = Field(0, description="Seed of the generator; split i uses seed + i, so splits differ.")
-    flip: bool = Field(False, description="Random horizontal flips of training images.")
-    num_workers: Int = Field(0, ge=0, description="DataLoader worker processes.")
-
-
-class CelebADataSpec(Section):
-    """CelebA from a local folder (torchvision's or the Kaggle mirror's layout)."""
-
-    kind: Literal["celeba"] = "celeba"
-    root: Path = Field(
-        Path("data"), description="Folder holding `celeba/` (torchvision layout) or the Kaggle mirror."
-    )
-    crop: Int = Field(
-        148, ge=1, description="Centre crop (pixels) of the 178x218 aligned images before resizing."
-    )
-    image_size: Int = Field(
-        64, ge=8, le=1024, description="Side of the square images after resizing, in pixels."
-    )
-    cache_dir: Path | None = Field(
-        None,
-        description="Folder of the uint8 cache written by `vaebench data prepare` (default: <root>/cache).",
-    )
-    flip: bool = Field(False, description="Random horizontal flips of training images.")
-    num_workers: Int = Field(
-        2, ge=0, description="DataLoader worker processes (JPEG decoding without a cache)."
-    )
-    mixed_sizes: Literal["refuse", "resize", "skip"] = Field(
-        "refuse",
-        description=(
-            "What to do with images that are not CelebA's aligned 178x218: refuse (stop before preparing "
-            "or training and list them), resize (scale each, keeping its aspect ratio, to cover 178x218 "
-            "and centre-crop it to 178x218 before data.crop), or skip (leave them out; the list is "
-            "written to skipped-images.txt in the run folder and recorded in the cache's sidecar)."
-        ),
-    )
-
-
 TAGGED_SECTIONS: dict[str, tuple[str, list[type[Section]]]] = {
-    "data": ("synthetic", [SyntheticDataSpec, CelebADataSpec]),
-    "model.decoder": ("isotropic", [h.spec for h in DECODER_HEADS.values()]),
+    "data": DATA_KINDS,
+    "model.decoder": DECODER_KINDS,
     "loss": ("elbo", [o.spec for o in OBJECTIVES.values()]),
 }
-"""The spec's tagged sections by dotted path: (default kind, the section model of each kind). Their
-unions below, and `vaebench.config.experiments.apply_overrides`' kind changes, are built from it."""
-
-DataSpec = tagged_union(*TAGGED_SECTIONS["data"])
-
-
-# ----------------------------------------------------------------------------- model
-
-
-DecoderSpec = tagged_union(*TAGGED_SECTIONS["model.decoder"])
-"""`model.decoder`: the tagged union of the registered decoder heads' sections (`vaebench.model.decoders`)."""
-
-
-class ModelSpec(Section):
-    """The reference ResNet-style conv VAE; widths and depths shrink it for CPU runs."""
-
-    stem_channels: Int = Field(64, ge=1, description="Channels of the initial conv at full resolution.")
-    channels: list[Positive] = Field(
-        [128, 256, 512], min_length=1, description="Channels of each level; each level halves the resolution."
-    )
-    blocks_per_level: Int = Field(1, ge=0, description="Residual bottleneck blocks per level.")
-    latent_dim: Int = Field(256, ge=1, description="Size of the latent z.")
-    se_ratio: Int = Field(4, ge=1, description="Squeeze-and-excitation channel reduction.")
-    bottleneck_ratio: Int = Field(4, ge=1, description="Channel reduction inside residual bottlenecks.")
-    layerscale_init: Float = Field(1e-6, description="Initial LayerScale gamma of residual branches.")
-    max_groups: Int = Field(
-        32, ge=1, description="GroupNorm groups (the largest divisor of the width up to this)."
-    )
-    decoder: DecoderSpec = Field(  # type: ignore[valid-type]
-        default_factory=IsotropicDecoderSpec
-    )
-
-
-# ----------------------------------------------------------------------------- loss and annealing
-
+"""The spec's tagged sections by dotted path: (default kind, the section model of each kind).
+`vaebench.config.experiments.apply_overrides`' kind changes are built from it."""
 
 LossSpec = tagged_union(*TAGGED_SECTIONS["loss"])
 """`loss`: the tagged union (on `loss.kind`) of the registered objectives' sections (`vaebench.objectives`).
@@ -132,24 +44,6 @@ LossSpec = tagged_union(*TAGGED_SECTIONS["loss"])
 Every objective has the shared fields of `ObjectiveSpec` (likelihood, perceptual_weight, ...); a `loss`
 section without `kind` is the ELBO (`ElboSpec`: beta and the shared fields), as before objectives existed.
 """
-
-
-class AnnealSpec(Section):
-    """KL weight as a pure function of the training step (see `vaebench.objectives.annealing`)."""
-
-    schedule: Literal["constant", "linear", "cosine", "cyclical"] = "linear"
-    start: Float = Field(0.0, ge=0, description="Weight (fraction of loss.beta) at step 0.")
-    end: Float = Field(1.0, ge=0, description="Weight (fraction of loss.beta) after warm-up.")
-    warmup_steps: Int = Field(
-        1000, ge=0, description="Steps to go from start to end (linear, cosine; cyclical uses ramp_fraction)."
-    )
-    cycles: Int = Field(4, ge=1, description="cyclical only: number of cycles over train.steps.")
-    ramp_fraction: Float = Field(
-        0.5, gt=0, le=1, description="cyclical only: fraction of each cycle spent ramping (Fu et al. 2019)."
-    )
-    free_bits: Float = Field(
-        0.0, ge=0, description="Free bits: KL per latent dim below this (nats) is not penalised."
-    )
 
 
 # ----------------------------------------------------------------------------- optimisation and training

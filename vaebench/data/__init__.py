@@ -19,7 +19,6 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vaebench.config.spec import CelebADataSpec, DataSpec, SyntheticDataSpec
 from vaebench.core.errors import UserError
 from vaebench.data.cache import (
     CachedImages,
@@ -30,6 +29,7 @@ from vaebench.data.cache import (
     read_sidecar,
 )
 from vaebench.data.celeba import CelebAImages, load_image, locate_celeba, read_partition
+from vaebench.data.spec import CelebADataSpec, DataSpec, SyntheticDataSpec
 from vaebench.data.splits import SPLITS, Split, split_index
 from vaebench.data.synthetic import FACTOR_NAMES, FACTORS, SyntheticFaces, render
 

@@ -17,7 +17,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from vaebench.train.schedules import steps_per_epoch
+
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """Full batches per pass over the train split (the last partial batch is dropped)."""
+    if train_size < batch_size:
+        raise ValueError(f"the train split has {train_size} images, fewer than one batch of {batch_size}")
+    return train_size // batch_size
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:

@@ -48,10 +48,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from vaebench.config.spec import CelebADataSpec
 from vaebench.core.console import make_console
 from vaebench.core.errors import UserError
 from vaebench.data.celeba import CelebAImages, load_image
+from vaebench.data.spec import CelebADataSpec
 from vaebench.data.splits import SPLITS, Split, split_index
 
 CACHE_FORMAT = "vaebench-celeba-cache"

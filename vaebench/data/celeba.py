@@ -36,8 +36,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vaebench.config.spec import CelebADataSpec
 from vaebench.core.errors import UserError
+from vaebench.data.spec import CelebADataSpec
 from vaebench.data.splits import Split, split_index
 
 IMAGE_FOLDER = "img_align_celeba"

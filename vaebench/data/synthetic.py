@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vaebench.config.spec import SyntheticDataSpec
+from vaebench.data.spec import SyntheticDataSpec
 from vaebench.data.splits import Split, split_index
 
 

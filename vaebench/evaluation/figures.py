@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from vaebench.model.vae import VAE
-from vaebench.runs.folder import atomic_write_json
+from vaebench.runs.io import atomic_write_json
 
 # Roughly geometric: a decoder that normalises the scale of z changes where tau * |Wz| meets the bias of
 # its first layer (tau ~ 0.1-0.3 in the quickstart), not between 0.5 and 1.2; 0 is the decoder at the

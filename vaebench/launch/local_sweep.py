@@ -68,7 +68,9 @@ from vaebench.launch.sweep_file import (
     sweep_name,
 )
 from vaebench.launch.workers import Board, Executor, Job, Outcome, error_line, run_pool
-from vaebench.runs.folder import RunPaths, atomic_write_json, read_json, read_metrics
+from vaebench.runs.io import atomic_write_json, read_json
+from vaebench.runs.metrics_log import read_metrics
+from vaebench.runs.paths import RunPaths
 
 STATE_VERSION = 1
 MAX_INITIAL_FAILURES = 3  # like `wandb agent`: a sweep whose first runs all fail is broken, not unlucky

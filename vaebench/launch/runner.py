@@ -20,25 +20,21 @@ import torch
 
 from vaebench import data as datasets
 from vaebench.config.experiments import Variant
-from vaebench.config.spec import RunSpec, SyntheticDataSpec
+from vaebench.config.spec import RunSpec
 from vaebench.core.device import Device, resolve_device
 from vaebench.core.errors import UserError
 from vaebench.core.progress import Reporter, SilentReporter
 from vaebench.data.batches import eval_batches, to_float
-from vaebench.evaluation.evaluate import evaluate_run, load_trained_model
+from vaebench.data.spec import SyntheticDataSpec
+from vaebench.evaluation.evaluate import evaluate_run
 from vaebench.evaluation.figures import standard_figures
 from vaebench.launch.workers import Board, Executor, Job, Outcome, error_line, run_pool
 from vaebench.runs.checkpoint import load_checkpoint
-from vaebench.runs.folder import (
-    MetricsLog,
-    RunPaths,
-    atomic_write_text,
-    read_json,
-    read_run_document,
-    run_dir,
-    training_summary,
-    update_summary,
-)
+from vaebench.runs.document import read_run_document, training_summary, update_summary
+from vaebench.runs.io import atomic_write_text, read_json
+from vaebench.runs.metrics_log import MetricsLog
+from vaebench.runs.paths import RunPaths, run_dir
+from vaebench.runs.trained import load_trained_model
 from vaebench.train.fastpath import FAST
 from vaebench.train.loop import RunResult, check_finished_run, check_same_training_spec, train
 from vaebench.train.steps import PLAIN, TrainPath

@@ -19,10 +19,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vaebench.config.spec import ModelSpec
 from vaebench.core.errors import UserError
 from vaebench.model.blocks import ConvNormAct, Downsample, ResidualBottleneck, Upsample
 from vaebench.model.decoders import build_head
+from vaebench.model.spec import ModelSpec
 
 
 class VAEOutput(NamedTuple):

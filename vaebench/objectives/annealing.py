@@ -7,13 +7,31 @@ fraction of `loss.beta` (dimensionless), and penalises `free_bits_kl(...)` (nats
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-if TYPE_CHECKING:  # vaebench.config.spec assembles the objectives, whose ELBO uses free_bits_kl
-    from vaebench.config.spec import AnnealSpec
+from vaebench.core.sections import Float, Int, Section
+
+
+class AnnealSpec(Section):
+    """KL weight as a pure function of the training step (see `kl_weight` below)."""
+
+    schedule: Literal["constant", "linear", "cosine", "cyclical"] = "linear"
+    start: Float = Field(0.0, ge=0, description="Weight (fraction of loss.beta) at step 0.")
+    end: Float = Field(1.0, ge=0, description="Weight (fraction of loss.beta) after warm-up.")
+    warmup_steps: Int = Field(
+        1000, ge=0, description="Steps to go from start to end (linear, cosine; cyclical uses ramp_fraction)."
+    )
+    cycles: Int = Field(4, ge=1, description="cyclical only: number of cycles over train.steps.")
+    ramp_fraction: Float = Field(
+        0.5, gt=0, le=1, description="cyclical only: fraction of each cycle spent ramping (Fu et al. 2019)."
+    )
+    free_bits: Float = Field(
+        0.0, ge=0, description="Free bits: KL per latent dim below this (nats) is not penalised."
+    )
 
 
 def kl_weight(step: int, anneal: AnnealSpec, total_steps: int) -> float:

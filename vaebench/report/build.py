@@ -53,7 +53,7 @@ from vaebench.report.tables import (
     variant_table,
     write_table,
 )
-from vaebench.runs.folder import atomic_write_text
+from vaebench.runs.io import atomic_write_text
 
 MARKER = ".vaebench-report"
 OPEN_FIGURES = 4  # with more variants than this, each variant's write-up figures are folded (HTML)

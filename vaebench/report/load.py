@@ -32,7 +32,10 @@ from rich.progress import track
 
 from vaebench.config.experiments import load_experiment
 from vaebench.core.errors import UserError
-from vaebench.runs.folder import RunPaths, read_json, read_metrics, read_run_document
+from vaebench.runs.document import read_run_document
+from vaebench.runs.io import read_json
+from vaebench.runs.metrics_log import read_metrics
+from vaebench.runs.paths import RunPaths
 
 Status = Literal["finished", "evaluating", "unfinished", "diverged", "broken", "replaced"]
 

@@ -33,7 +33,7 @@ from vaebench.config.spec import RunSpec
 from vaebench.report.columns import REPORT_METRICS, Metric, metric
 from vaebench.report.load import RunSet
 from vaebench.report.stats import mean_ci
-from vaebench.runs.folder import atomic_write_text
+from vaebench.runs.io import atomic_write_text
 
 MISSING = "–"
 TIED = "≈"  # marks a variant whose difference to the best is within the seed spread

@@ -29,7 +29,6 @@ from vaebench import data as datasets
 from vaebench.core.device import resolve_device
 from vaebench.core.errors import UserError
 from vaebench.data.batches import eval_batches, to_float
-from vaebench.evaluation.evaluate import checkpoint_path, load_run_spec, load_trained_model
 from vaebench.evaluation.figures import (
     FLAT_RATIO,
     TEMPERATURES,
@@ -41,6 +40,7 @@ from vaebench.evaluation.figures import (
 from vaebench.model.vae import VAE
 from vaebench.report.render import Table, Text
 from vaebench.report.tables import MISSING
+from vaebench.runs.trained import checkpoint_path, load_run_spec, load_trained_model
 
 PADDING = 2  # pixels between images in vaebench.evaluation.figures grids (torchvision's save_image padding)
 _EPOCH = time.gmtime(0)  # PDF creation date: fixed, so reruns give the same bytes

@@ -7,7 +7,7 @@ code hidden in a file, so a checkpoint downloaded from someone else is as safe t
 `save_checkpoint` checks this up front and names the offending key, instead of a resume failing later.
 
 Writes are atomic (temp file in the same folder, fsync, os.replace, fsync of the folder; see
-`vaebench.runs.folder.atomic_writer`): a run killed while saving keeps its previous checkpoint.
+`vaebench.runs.io.atomic_writer`): a run killed while saving keeps its previous checkpoint.
 
 Integrity: torch's zip reader checks no CRC, so one flipped bit in tensor data loads without a word.
 Each checkpoint therefore stores, under "integrity", a SHA-256 of its own content (keys, plain values
@@ -17,7 +17,7 @@ existed load unverified. Hashing costs about a second per GB (checkpoints are wr
 hundred steps).
 
 A full disk or unwritable folder while saving is one `UserError` naming the folder, the free space
-and the checkpoint's size (`vaebench.runs.folder.write_error`), with the temp file removed.
+and the checkpoint's size (`vaebench.runs.io.write_error`), with the temp file removed.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from typing import Any
 import torch
 
 from vaebench.core.errors import UserError
-from vaebench.runs.folder import RunPaths, atomic_writer, moved_aside, write_error
+from vaebench.runs.io import atomic_writer, moved_aside, write_error
+from vaebench.runs.paths import RunPaths
 
 _PLAIN_SCALARS = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
 

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 from vaebench.config.spec import TrackingSpec
 from vaebench.core.errors import UserError
-from vaebench.runs.folder import atomic_write_text
+from vaebench.runs.io import atomic_write_text
 
 Mode = Literal["online", "offline", "disabled"]
 ModeUsed = Literal["online", "offline", "disabled", "local-only"]

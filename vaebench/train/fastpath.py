@@ -42,10 +42,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vaebench.config.spec import RunSpec
-from vaebench.data.batches import epoch_order, flip_mask, train_batches
+from vaebench.data.batches import epoch_order, flip_mask, steps_per_epoch, train_batches
 from vaebench.model.vae import VAE
 from vaebench.objectives import TrainingLoss
-from vaebench.train.schedules import steps_per_epoch
 from vaebench.train.steps import Say, StepCounts, TrainPath
 
 DEVICE_MEMORY_FRACTION = 0.5  # the split stays on the device if it takes at most this share of free memory

@@ -37,12 +37,12 @@ import yaml
 from torch.utils.data import Dataset
 
 from vaebench import data as datasets
-from vaebench.config.experiments import flatten
+from vaebench.config.experiments import RunLabels, flatten
 from vaebench.config.spec import RunSpec
 from vaebench.core.device import Device, resolve_device
 from vaebench.core.errors import UserError
 from vaebench.core.progress import Reporter, SilentReporter
-from vaebench.data.batches import eval_batches, to_float
+from vaebench.data.batches import eval_batches, steps_per_epoch, to_float
 from vaebench.model.likelihoods import bits_per_dim
 from vaebench.model.vae import VAE, build_model
 from vaebench.objectives import TrainingLoss
@@ -56,24 +56,13 @@ from vaebench.runs.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from vaebench.runs.folder import (
-    DamagedMetrics,
-    MetricsLog,
-    RunLabels,
-    RunPaths,
-    atomic_write_json,
-    atomic_write_text,
-    environment_info,
-    missing_rows,
-    read_json,
-    read_metrics,
-    read_run_document,
-    remove_stale_temp_files,
-    repair_metrics,
-    run_document,
-)
+from vaebench.runs.document import read_run_document, run_document
+from vaebench.runs.environment import environment_info
+from vaebench.runs.io import atomic_write_json, atomic_write_text, read_json, remove_stale_temp_files
+from vaebench.runs.metrics_log import DamagedMetrics, MetricsLog, missing_rows, read_metrics, repair_metrics
+from vaebench.runs.paths import RunPaths
 from vaebench.runs.tracking import Tracker
-from vaebench.train.schedules import lr_at, steps_per_epoch, total_steps
+from vaebench.train.schedules import lr_at, total_steps
 from vaebench.train.steps import PLAIN, TrainPath, TrainStep, training_loss, zero_sums
 
 __all__ = ["Device", "Reporter", "SilentReporter", "train"]  # Device, Reporter: for callers' hints

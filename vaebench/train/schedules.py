@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from vaebench.config.spec import OptimSpec, TrainSpec
+from vaebench.data.batches import steps_per_epoch
 
 
 def total_steps(train: TrainSpec, train_size: int) -> int:
@@ -13,13 +14,6 @@ def total_steps(train: TrainSpec, train_size: int) -> int:
         return train.steps
     assert train.epochs is not None
     return max(1, math.ceil(train.epochs * steps_per_epoch(train_size, train.batch_size)))
-
-
-def steps_per_epoch(train_size: int, batch_size: int) -> int:
-    """Full batches per pass over the train split (the last partial batch is dropped)."""
-    if train_size < batch_size:
-        raise ValueError(f"the train split has {train_size} images, fewer than one batch of {batch_size}")
-    return train_size // batch_size
 
 
 def lr_at(step: int, optim: OptimSpec, total: int) -> float:
