@@ -102,6 +102,16 @@ def test_the_contracts_cannot_be_dodged() -> None:
     assert "exhaustive = true" in layers_contract
 
 
+def test_ci_runs_the_contracts_before_the_tests() -> None:
+    """`.ci/run` runs lint-imports after the install (which brings it) and before the test suite."""
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    commands = [line for line in lines if line and not line.startswith(("#", "echo"))]
+    lint = next(i for i, c in enumerate(commands) if ".venv/bin/lint-imports" in c)
+    install = next(i for i, c in enumerate(commands) if "pip install -e" in c)
+    tests = next(i for i, c in enumerate(commands) if c.startswith(".venv/bin/python -m pytest"))
+    assert install < lint < tests
+
+
 @pytest.mark.parametrize(
     "code",
     [
