@@ -162,3 +162,33 @@ def test_an_import_between_two_registry_entries_breaks_their_independence(
     assert status(output, contract) == "BROKEN"
     assert re.search(r"Contracts: \d+ kept, 1 broken\.", output), output
     assert f"- {importer} -> {imported} (l.{line})" in output
+
+
+def layers_top_first() -> list[list[str]]:
+    """The layers contract's layers, highest first, each a list of its sibling packages or modules."""
+    config = (ROOT / "pyproject.toml").read_text()
+    contract = config.split(f'name = "{LAYERS}"', 1)[1]
+    layers = re.search(r"^layers = \[(.*?)^\]", contract, re.MULTILINE | re.DOTALL)
+    assert layers, f"no layers in the contract {LAYERS!r}"
+    return [[name.strip() for name in layer.split("|")] for layer in re.findall(r'"([^"]+)"', layers[1])]
+
+
+def test_the_readme_layout_lists_every_package_from_the_bottom_layer_up() -> None:
+    """README's "Layout": one line per package of vaebench/ (and cli.py), none missing, none extra."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "\n### Layout\n" in readme, 'the README has no "### Layout" section'
+    layout = readme.split("\n### Layout\n", 1)[1].split("\n#", 1)[0]
+    listed = []
+    for head in re.findall(r"^- (.*?): ", layout, re.MULTILINE):  # "- `vaebench/model/`: the VAE, ..."
+        for name in re.findall(r"`(?:vaebench/)?([\w.]+?)(?:/|\.py)?`", head):
+            listed.append(name)
+    package = ROOT / "vaebench"
+    tree = {p.parent.name for p in package.glob("*/__init__.py")}
+    tree |= {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    assert not tree - set(listed), f"not in README's layout: {sorted(tree - set(listed))}"
+    assert not set(listed) - tree, f"in README's layout but not in vaebench/: {sorted(set(listed) - tree)}"
+    assert len(listed) == len(set(listed)), f"listed twice: {listed}"
+    layer = {name: i for i, names in enumerate(layers_top_first()) for name in names}
+    assert [layer[name] for name in listed] == sorted((layer[name] for name in listed), reverse=True), (
+        f"README's layout is not from the bottom layer up: {listed}, layers (top first) {layers_top_first()}"
+    )
