@@ -164,6 +164,16 @@ def test_an_import_between_two_registry_entries_breaks_their_independence(
     assert f"- {importer} -> {imported} (l.{line})" in output
 
 
+def test_a_circle_between_two_modules_of_a_package_breaks_the_acyclic_contract(tmp_path: Path) -> None:
+    """runs/io.py imports runs/paths.py; paths importing io back closes a circle inside runs/."""
+    root = copy_of_the_package(tmp_path)
+    plant(root, "vaebench.runs.paths", "import vaebench.runs.io")
+    output = lint_imports(root)
+    assert status(output, "no import cycles between the modules of a package") == "BROKEN"
+    assert re.search(r"Contracts: \d+ kept, 1 broken\.", output), output
+    assert "No cycles are allowed in vaebench.runs." in output
+
+
 def layers_top_first() -> list[list[str]]:
     """The layers contract's layers, highest first, each a list of its sibling packages or modules."""
     config = (ROOT / "pyproject.toml").read_text()
