@@ -2,7 +2,8 @@
 
 `run_one` is what `vaebench run` does for each run: pick the training path for the device, train
 (`vaebench.train.loop.train`, to the last step), then `finish_run`: figures, the final evaluation, the
-summary and the DONE marker.
+summary and the DONE marker. It owns the run's W&B tracker: one `with` around training and the final
+evaluation finishes it on every path.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ from vaebench.evaluation.evaluate import evaluate_run
 from vaebench.evaluation.figures import standard_figures
 from vaebench.launch.workers import Board, Executor, Job, Outcome, error_line, run_pool
 from vaebench.runs.checkpoint import load_checkpoint
-from vaebench.runs.document import read_run_document, training_summary, update_summary
+from vaebench.runs.document import read_run_document, run_document, training_summary, update_summary
 from vaebench.runs.io import atomic_write_text, read_json
 from vaebench.runs.metrics_log import MetricsLog
 from vaebench.runs.paths import RunPaths, run_dir
+from vaebench.runs.tracking import Tracker
 from vaebench.runs.trained import load_trained_model
 from vaebench.train.fastpath import FAST
-from vaebench.train.loop import RunResult, check_finished_run, check_same_training_spec, train
+from vaebench.train.loop import RunResult, train
+from vaebench.train.resume import check_finished_run, check_same_training_spec
 from vaebench.train.steps import PLAIN, TrainPath
 
 
@@ -156,30 +159,39 @@ def run_one(
     """Train one variant x seed in `run_dir` (or resume it, or skip it when finished) and finish it.
 
     A run that trained to its last step but was not finished (its evaluation failed or was
-    interrupted) goes straight to `finish_run` when rerun.
+    interrupted) goes straight to `finish_run` when rerun. The run's W&B tracker is made and finished
+    here, whatever happens (`Tracker`: exit code 1 when training or its end fails, 0 otherwise); W&B
+    starts only once training begins, so a skipped run starts no W&B run.
     """
     reporter = reporter or SilentReporter()
     dev = resolve_device(device)
     path = train_path(variant.spec, dev, fast_path)
-    result = train(
-        variant.spec, seed, run_dir, labels=variant.labels, device=device, force=force,
-        reporter=reporter, stop_after=stop_after, path=path,
-    )  # fmt: skip
-    if result.status != "trained":
-        return result
-    tracker = result.tracker
-    try:
+    with run_tracker(variant, seed, run_dir) as tracker:
+        result = train(
+            variant.spec, seed, run_dir, labels=variant.labels, device=device, force=force,
+            reporter=reporter, stop_after=stop_after, path=path, tracker=tracker,
+        )  # fmt: skip
+        if result.status != "trained":
+            return result
         summary = finish_run(RunPaths(run_dir), dev, tracker)
-    except BaseException:
-        if tracker is not None:
-            tracker.finish(exit_code=1)
-        raise
-    if tracker is not None:
-        tracker.finish()
     return RunResult(run_dir, "finished", summary, wall_s=result.wall_s)
 
 
-def finish_run(paths: RunPaths, device: torch.device, tracker: Any = None) -> dict[str, Any]:
+def run_tracker(variant: Variant, seed: int, run_dir: Path) -> Tracker:
+    """The W&B tracker of one run, not started yet: grouped by experiment, named <variant>/seed<k>, tagged
+    with the variant's axes, its config what spec.yaml holds."""
+    labels = variant.labels
+    return Tracker(
+        run_dir,
+        variant.spec.tracking,
+        config=run_document(labels, variant.spec, seed),
+        group=labels.experiment,
+        name=f"{labels.variant}/seed{seed}",
+        tags=[f"{k}={v}" for k, v in labels.axes.items()],
+    )
+
+
+def finish_run(paths: RunPaths, device: torch.device, tracker: Tracker | None = None) -> dict[str, Any]:
     """Figures, the final evaluation, the summary and the DONE marker of a run at its last step.
 
     Figures show the final model (checkpoints/last.pt); the evaluation (when eval.at_end) is of

@@ -16,6 +16,9 @@ like any file torch cannot read, is a `CorruptCheckpoint`. Checkpoints written b
 existed load unverified. Hashing costs about a second per GB (checkpoints are written every few
 hundred steps).
 
+Formats: a checkpoint's "loop" entry (the training loop's state, `vaebench.train.state.LoopState`) has
+changed over versions; `upgrade` brings an older one up to today's before a run resumes from it.
+
 A full disk or unwritable folder while saving is one `UserError` naming the folder, the free space
 and the checkpoint's size (`vaebench.runs.io.write_error`), with the temp file removed.
 """
@@ -23,6 +26,7 @@ and the checkpoint's size (`vaebench.runs.io.write_error`), with the temp file r
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import shutil
@@ -34,6 +38,7 @@ from typing import Any
 
 import torch
 
+from vaebench.config.spec import RunSpec
 from vaebench.core.errors import UserError
 from vaebench.runs.io import atomic_writer, moved_aside, write_error
 from vaebench.runs.paths import RunPaths
@@ -172,6 +177,34 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"(a changed bit on disk or in transfer). {advice}"
         )
     return state
+
+
+# ----------------------------------------------------------------------------- older formats
+
+VAL_LOSS = "objective"
+"""What val/loss (and so the loop's best_val) means: the objective's own loss at annealing weight 1.
+Checkpoints written before objectives existed have no "val_loss" key; their best_val left out free bits."""
+
+
+def upgrade(ckpt: dict[str, Any], spec: RunSpec, say: Callable[[str], None]) -> dict[str, Any]:
+    """Bring a checkpoint of an older vaebench up to today's format (in place), before a run resumes from it.
+
+    One step per format change, oldest first; a checkpoint already in today's format is left as it is.
+    - Before objectives (no loop["val_loss"]): best_val was compared without free bits. With free bits
+      on, the comparison restarts (best_val = inf), so that best.pt keeps following today's val/loss:
+      the next validation replaces it. `say` tells the user so.
+    """
+    loop = ckpt["loop"]
+    if loop.get("val_loss") != VAL_LOSS:
+        loop["val_loss"] = VAL_LOSS
+        if spec.anneal.free_bits > 0 and math.isfinite(loop["best_val"]):
+            say(
+                f"val/loss now includes free bits (the objective's own loss); best.pt from step "
+                f"{loop.get('best_step')} ({loop['best_val']:.6g} without them) is replaced at the next "
+                "validation"
+            )
+            loop["best_val"] = math.inf
+    return ckpt
 
 
 # ----------------------------------------------------------------------------- the checkpoints of a run

@@ -215,18 +215,39 @@ def _settings(wandb: ModuleType, mode: Mode) -> Any:
 class Tracker:
     """One W&B run (or none), with calls that never raise because of W&B.
 
+    One owner: whoever runs one run makes the tracker and holds it open as a context manager
+    (`with Tracker(run_dir, spec.tracking, ...) as tracker:`, see `vaebench.launch.runner.run_one`),
+    hands it to training and to the final evaluation, and the `with` finishes it on every path: exit
+    code 0 when the block ends or is interrupted (KeyboardInterrupt: rerunning resumes the run), 1 when
+    it raises anything else. W&B itself starts lazily, at `open()` (training calls it once it trains), so
+    a run skipped as finished, or refused before training, starts no W&B run. A tracker made without
+    `tracking` (`Tracker(run_dir)`) never starts one: what `train()` uses when called without a tracker.
+
     Attributes:
         run_id: the W&B run id; None when no W&B run was started (disabled, or every init failed).
         mode_used: "online", "offline", "disabled" (asked for) or "local-only" (W&B failed).
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        tracking: TrackingSpec | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+        group: str = "",
+        name: str = "",
+        tags: Sequence[str] = (),
+        resume_id: str | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.run_id: str | None = None
         self.mode_used: ModeUsed = "disabled"
         self._run: Any = None
         self._wandb: ModuleType | None = None
         self._first_step = 0  # W&B drops steps below a resumed run's last step; skip them quietly
+        self._tracking, self._config, self._resume_id = tracking, dict(config or {}), resume_id
+        self._group, self._name, self._tags = group, name, list(tags)
+        self._opened = False
 
     @classmethod
     def start(
@@ -239,7 +260,21 @@ class Tracker:
         tags: Sequence[str] = (),
         resume_id: str | None = None,
     ) -> Tracker:
-        """Start (or resume) the W&B run of the run folder `run_dir`.
+        """A tracker of the run folder `run_dir` whose W&B run is started (`open`) at once."""
+        tracker = cls(
+            run_dir, tracking, config=config, group=group, name=name, tags=tags, resume_id=resume_id
+        )
+        return tracker.open()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        failed = exc_type is not None and not issubclass(exc_type, KeyboardInterrupt)
+        self.finish(exit_code=1 if failed else None)
+
+    def open(self) -> Tracker:
+        """Start (or resume) the W&B run of the run folder; only the first call does anything.
 
         The run id is `resume_id` if given, else the run a W&B sweep agent started this process for
         (`sweep_agent_run_id`), else the one stored in run_dir/wandb_id, else new; it is
@@ -248,7 +283,10 @@ class Tracker:
         W&B failures never raise (see the module docstring); an invalid WANDB_MODE is a UserError,
         and an unwritable run folder raises OSError as it would anywhere else.
         """
-        self = cls(run_dir)
+        if self._opened or self._tracking is None:
+            return self
+        self._opened = True
+        tracking, resume_id = self._tracking, self._resume_id
         mode = resolve_mode(tracking.mode)
         if mode == "disabled":
             return self
@@ -273,7 +311,7 @@ class Tracker:
             if unreachable is not None:
                 failures.append(f"W&B server {base_url} not reachable ({unreachable})")
                 mode_order = ["offline"]
-        all_tags = list(dict.fromkeys([*tracking.tags, *tags]))
+        all_tags = list(dict.fromkeys([*tracking.tags, *self._tags]))
         for attempt in mode_order:
             try:
                 run = wandb.init(
@@ -283,9 +321,9 @@ class Tracker:
                     id=run_id,
                     resume="allow",
                     mode=attempt,
-                    config=dict(config),
-                    group=group,
-                    name=name,
+                    config=dict(self._config),
+                    group=self._group,
+                    name=self._name,
                     tags=all_tags,
                     settings=_settings(wandb, attempt),
                 )

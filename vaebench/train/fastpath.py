@@ -45,6 +45,7 @@ from vaebench.config.spec import RunSpec
 from vaebench.data.batches import epoch_order, flip_mask, steps_per_epoch, train_batches
 from vaebench.model.vae import VAE
 from vaebench.objectives import TrainingLoss
+from vaebench.train.state import LoopState
 from vaebench.train.steps import Say, StepCounts, TrainPath
 
 DEVICE_MEMORY_FRACTION = 0.5  # the split stays on the device if it takes at most this share of free memory
@@ -224,7 +225,7 @@ class FastTrainStep:
         backend: str = "inductor",
         fullgraph: bool = False,
         channels_last: bool | None = None,
-        state: dict | None = None,
+        state: LoopState | None = None,
     ) -> None:
         if not optimizer.defaults.get("fused"):
             raise ValueError(
@@ -255,9 +256,9 @@ class FastTrainStep:
         self._grad_norm, self._step = k + 6, k + 7
         counts = torch.zeros(k + 8, dtype=torch.float64)
         if state is not None:
-            counts[:k] = torch.tensor([float(state["acc"].get(key, 0.0)) for key in self.sums_keys])
-            counts[self._skipped] = state["skipped_batches"]
-            counts[self._step] = state["step"]
+            counts[:k] = torch.tensor([float(state.acc.get(key, 0.0)) for key in self.sums_keys])
+            counts[self._skipped] = state.skipped_batches
+            counts[self._step] = state.step
         counts[[self._first_new, self._fault_step]] = -1.0
         counts[[self._fault_loss, self._fault_grad_norm, self._grad_norm]] = math.nan
         self.counts = counts.to(self.device)

@@ -29,6 +29,7 @@ from vaebench.core.device import autocast_dtype
 from vaebench.data.batches import flip_mask, to_float, train_batches
 from vaebench.model.vae import VAE
 from vaebench.objectives import TrainingLoss
+from vaebench.train.state import LoopState, zero_sums
 
 Say = Callable[[str], None]
 
@@ -36,7 +37,7 @@ Say = Callable[[str], None]
 class StepCounts(NamedTuple):
     """What a step counted since the last read (and in total), as Python numbers."""
 
-    sums: dict[str, float]  # n (finite steps) and each loss term summed over them: the loop's state["acc"]
+    sums: dict[str, float]  # n (finite steps) and each loss term summed over them: the loop's state.acc
     skipped: int  # non-finite steps so far in the run (their updates skipped)
     new_skipped: int  # of which since the last read
     first_new_skipped: int | None  # the first of those (0-based step index)
@@ -65,7 +66,7 @@ class TrainPath:
     """How a run's steps run: where its batches come from, which step, the optimizer and validation batch.
 
     batches(dataset, spec, seed, start_step, device, say) -> Batches;
-    step(model, optimizer, spec, device, loss, state=loop state) -> TrainStep;
+    step(model, optimizer, spec, device, loss, state=LoopState) -> TrainStep (its counters start from state);
     validation_batch_size(spec, device) -> images per validation forward pass (None: train.batch_size).
     """
 
@@ -74,10 +75,6 @@ class TrainPath:
     batches: Callable[[Dataset, RunSpec, int, int, torch.device, Say], Batches]
     step: Callable[..., TrainStep]
     validation_batch_size: Callable[[RunSpec, torch.device], int | None] = lambda spec, device: None
-
-
-def zero_sums(terms: tuple[str, ...]) -> dict[str, float]:
-    return {"n": 0, **dict.fromkeys(terms, 0.0)}
 
 
 def amp_context(dtype: torch.dtype | None, device: torch.device) -> Callable[[], AbstractContextManager]:
@@ -131,15 +128,15 @@ class PlainTrainStep:
         device: torch.device,
         loss: TrainingLoss,
         *,
-        state: dict[str, Any],
+        state: LoopState,
     ) -> None:
         self.model, self.optimizer, self.device, self.loss = model, optimizer, device, loss
         self.max_norm = spec.train.grad_clip or math.inf
         self.allowed = spec.train.skip_bad_batches
         self.sums = zero_sums(loss.terms) | {
-            k: v for k, v in state["acc"].items() if k == "n" or k in loss.terms
+            k: v for k, v in state.acc.items() if k == "n" or k in loss.terms
         }
-        self.skipped, self.index = state["skipped_batches"], state["step"]
+        self.skipped, self.index = state.skipped_batches, state.step
         self._new: list[int] = []
         self._fault: tuple[int, float, float] | None = None
         self.grad_norm = math.nan
