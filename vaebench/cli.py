@@ -26,7 +26,7 @@ from vaebench.core.console import UNBOUNDED, make_console, on_terminals
 from vaebench.core.errors import UserError
 from vaebench.evaluation.metrics import ordered as ordered_metrics
 from vaebench.evaluation.metrics import report_metrics
-from vaebench.launch.sweep_file import RUNS_DIR_ENV, run_arguments, sweep_run_params, sweep_run_suffix
+from vaebench.launch.sweep_file import RUNS_DIR_ENV, run_arguments, sweep_run_suffix
 
 if TYPE_CHECKING:
     from vaebench.config.spec import RunSpec
@@ -331,22 +331,13 @@ def run(
     """Train every variant x seed of an experiment; rerunning resumes unfinished runs, skips finished ones."""
     from vaebench.core.progress import PlainProgress, RichProgress
     from vaebench.launch.runner import check_runs_dir, plan_runs, preflight, run_parallel, run_queue
-    from vaebench.launch.sweep_check import check_trains_sweep_params
+    from vaebench.launch.sweep_check import check_sweep_run
 
     in_sweep = sweep_run_suffix()
     with user_errors():
         variants = select(load_experiment(spec, collect_overrides(set_, ctx.args)), variant or [])
         plan = plan_runs(variants, runs_dir, seed or [], suffix or in_sweep)
-        if in_sweep and not suffix and len(plan) != 1:
-            raise UserError(
-                f"This is run {in_sweep} of a sweep, which is one run, but {spec} gives {len(plan)} "
-                "(variants x seeds): select one in the sweep's command with --variant NAME --seed K, or "
-                "set a single seed with the seeds parameter (seeds: {values: [[0], [1]]})."
-            )
-        recorded = sweep_run_params()
-        if recorded is not None:  # before anything is written: the run trains what the sweep records
-            runs = [(p.variant.name, p.variant.spec, p.seed) for p in plan]
-            check_trains_sweep_params(*recorded, runs, in_sweep or "")
+        check_sweep_run([(p.variant.name, p.variant.spec, p.seed) for p in plan], spec, named=bool(suffix))
         check_runs_dir(runs_dir)
         preflight(plan)
         if executor == ExecutorChoice.local and (parallel or 1) == 1 and devices is None:
@@ -447,6 +438,27 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
+def check_sweep_file(sweep_file: Path, sets: list[str]) -> None:
+    """`vaebench sweep --check`: the checks before a first run, said as warnings and one `ok` line."""
+    from vaebench.launch.local_sweep import check_sweep, import_sweeps
+
+    with user_errors():
+        config, notes = check_sweep(import_sweeps(), sweep_file, parse_overrides(sets), run_command_runs)
+    for note in notes:
+        err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    metric = (config.get("metric") or {}).get("name")
+    if metric and run_arguments(config["command"]) is None:
+        logged = f", but its metric {metric} is not checked (the command does not run `vaebench run`)"
+    else:
+        logged = f", and its runs log {metric}" if metric else ""
+    console.print(
+        f"[green]ok[/]: {escape(str(sweep_file))}: its command passes the parameters to each run"
+        f"{escape(logged)}; ready for `vaebench sweep` or `wandb sweep`.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @app.command("sweep")
 @with_slurm_options
 def sweep(
@@ -487,33 +499,11 @@ def sweep(
     command passes the parameters (${args}), the metric is one the runs log, a grid lists its values.
     """
     from vaebench.config.spec import SlurmSpec
-    from vaebench.launch.local_sweep import (
-        MAX_INITIAL_FAILURES,
-        LocalSweep,
-        check_sweep,
-        import_sweeps,
-        sweep_table,
-    )
+    from vaebench.launch.local_sweep import MAX_INITIAL_FAILURES, LocalSweep, sweep_table
     from vaebench.launch.workers import Board, make_executor
 
     if check:
-        with user_errors():
-            config, notes = check_sweep(
-                import_sweeps(), sweep_file, parse_overrides(set_ or []), run_command_runs
-            )
-        for note in notes:
-            err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
-        metric = (config.get("metric") or {}).get("name")
-        if metric and run_arguments(config["command"]) is None:
-            logged = f", but its metric {metric} is not checked (the command does not run `vaebench run`)"
-        else:
-            logged = f", and its runs log {metric}" if metric else ""
-        console.print(
-            f"[green]ok[/]: {escape(str(sweep_file))}: its command passes the parameters to each run"
-            f"{escape(logged)}; ready for `vaebench sweep` or `wandb sweep`.",
-            highlight=False,
-            soft_wrap=True,
-        )
+        check_sweep_file(sweep_file, set_ or [])
         return
     with user_errors():
         controller = LocalSweep(
