@@ -244,7 +244,7 @@ def test_two_roots_sharing_a_cache_dir_keep_caches_of_their_own(tmp_path: Path) 
 
 def test_two_concurrent_prepares_give_one_correct_cache(spec: CelebADataSpec) -> None:
     code = (
-        "import sys; from vaebench.data import prepare; from vaebench.config.spec import CelebADataSpec; "
+        "import sys; from vaebench.data import prepare; from vaebench.data.spec import CelebADataSpec; "
         "prepare(CelebADataSpec(root=sys.argv[1], num_workers=0), progress=True, num_workers=0)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
