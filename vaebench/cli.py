@@ -220,8 +220,8 @@ ExecutorOption = Annotated[
 
 @dataclass(frozen=True)
 class SlurmFlags:
-    """The --slurm-* options as given: `overrides` are SlurmSpec fields, which win over each run's `slurm`
-    section (`--set slurm.*` changes that section); `cluster` is submitit's."""
+    """The --slurm-* options as given: `overrides` are the SlurmSpec fields given, which win over each
+    run's `slurm` section (what `--set slurm.*` changes, in `vaebench run`); `cluster` is submitit's."""
 
     overrides: dict[str, Any]
     cluster: str = "slurm"
