@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 import vaebench.launch.local_sweep as sweep_module
 from tiny import QUICKSTART, TINY, set_args
 from vaebench.cli import app
+from vaebench.core.errors import UserError
 from vaebench.launch.local_sweep import engine_available
 from vaebench.launch.sweep_file import agent_command, load_sweep, localize, plain
 from vaebench.runs.checkpoint import load_checkpoint
@@ -292,6 +293,60 @@ def test_slurm_jobs_get_the_flags_resources_over_the_specs(
         "--job-name=beta-001",
     ):
         assert f"#SBATCH {line}\n" in header
+
+
+def test_run_hands_its_slurm_flags_and_the_shared_worker_command_line_to_the_launcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vaebench run --executor slurm`: the --slurm-* flags given become SlurmSpec overrides of every job,
+    and every worker gets `vaebench run SPEC` with the options and overrides the runs share (the launcher
+    adds each run's --variant and --seed); the controller's own options stay with the controller."""
+    pytest.importorskip("submitit")
+    import vaebench.launch.runner as runner_module
+
+    seen: dict[str, Any] = {}
+
+    def launched(
+        plan: list, worker_args: list[str], *, executor: Any, slurm_overrides: dict, **_: Any
+    ) -> list:
+        seen.update(plan=plan, argv=worker_args, overrides=slurm_overrides, executor=executor)
+        return []
+
+    monkeypatch.setattr(runner_module, "run_parallel", launched)
+    runs = tmp_path / "runs"
+    result = cli(
+        "run", QUICKSTART, "--executor", "slurm", "--slurm-partition", "debug", "--slurm-gpus-per-job", "0",
+        "--slurm-cluster", "local", "--parallel", "3", "--runs-dir", runs, "--force", "--suffix", "b2",
+        "--seed", "1", "--set", "train.steps=2", "loss.beta=2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert seen["overrides"] == {"partition": "debug", "gpus_per_job": 0}
+    assert seen["executor"].cluster == "local" and seen["executor"].defaults.partition == "debug"
+    assert seen["argv"] == [
+        sys.executable, "-m", "vaebench", "run", str(QUICKSTART), "--runs-dir", str(runs), "--quiet",
+        "--device", "auto", "--force", "--suffix", "b2", "--set", "train.steps=2", "loss.beta=2",
+    ]  # fmt: skip
+    assert [(p.variant.name, p.seed) for p in seen["plan"]] == [("isotropic+b2", 1), ("variance+b2", 1)]
+
+
+@engine
+def test_sweep_hands_its_slurm_flags_to_the_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vaebench sweep` has the same --slurm-* options as `vaebench run` (one definition); they set the
+    resources of the sweep's jobs."""
+    import vaebench.launch.workers as workers_module
+
+    seen: dict[str, Any] = {}
+
+    def make_executor(kind: str, **given: Any) -> Any:
+        seen.update(given, kind=kind)
+        raise UserError("stopped by the test")
+
+    monkeypatch.setattr(workers_module, "make_executor", make_executor)
+    path = fake_sweep(tmp_path, "grid", {"x": {"values": [1]}})
+    result = sweep(tmp_path, path, "--executor", "slurm", "--slurm-time", "30", "--slurm-account", "lab")
+    assert result.exit_code == 1 and "stopped by the test" in result.output
+    assert seen["kind"] == "slurm" and seen["cluster"] == "slurm"
+    assert seen["slurm"].time_min == 30 and seen["slurm"].account == "lab" and seen["slurm"].partition is None
 
 
 def test_slurm_without_a_cluster_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import re
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import click
 import typer
@@ -24,7 +26,7 @@ from vaebench.core.console import UNBOUNDED, make_console, on_terminals
 from vaebench.core.errors import UserError
 from vaebench.evaluation.metrics import ordered as ordered_metrics
 from vaebench.evaluation.metrics import report_metrics
-from vaebench.launch.sweep_file import RUNS_DIR_ENV, run_arguments, sweep_run_params, sweep_run_suffix
+from vaebench.launch.sweep_file import RUNS_DIR_ENV, run_arguments, sweep_run_suffix
 
 if TYPE_CHECKING:
     from vaebench.config.spec import RunSpec
@@ -214,32 +216,89 @@ DevicesOption = Annotated[
 ExecutorOption = Annotated[
     ExecutorChoice, typer.Option(help="local: subprocesses here; slurm: one SLURM job per run (submitit).")
 ]
-SlurmPartitionOption = Annotated[
-    str | None, typer.Option(help="--executor slurm: partition (default: the spec's slurm.partition).")
-]
-SlurmTimeOption = Annotated[
-    int | None,
-    typer.Option(min=1, help="--executor slurm: time limit of each job, minutes (slurm.time_min)."),
-]
-SlurmGpusOption = Annotated[
-    int | None, typer.Option(min=0, help="--executor slurm: GPUs of each job (slurm.gpus_per_job).")
-]
-SlurmAccountOption = Annotated[
-    str | None, typer.Option(help="--executor slurm: account to charge (slurm.account).")
-]
-SlurmClusterOption = Annotated[
-    str,
-    typer.Option(help="--executor slurm: submitit's cluster; `local` tries the job path on this machine."),
-]
 
 
-def slurm_flags(partition: str | None, time_min: int | None, gpus: int | None, account: str | None) -> dict:
-    """The --slurm-* flags that were given, as SlurmSpec fields (they override the spec's)."""
-    given = {"partition": partition, "time_min": time_min, "gpus_per_job": gpus, "account": account}
-    return {k: v for k, v in given.items() if v is not None}
+@dataclass(frozen=True)
+class SlurmFlags:
+    """The --slurm-* options as given: `overrides` are the SlurmSpec fields given, which win over each
+    run's `slurm` section (what `--set slurm.*` changes, in `vaebench run`); `cluster` is submitit's."""
+
+    overrides: dict[str, Any]
+    cluster: str = "slurm"
+
+
+class SlurmOption(NamedTuple):
+    field: str  # the SlurmSpec field it overrides, or "cluster" (submitit's, not the job's)
+    kind: Any  # Annotated[type, typer.Option(...)]
+    default: Any = None  # None: not given, the run's `slurm` section decides
+
+
+SLURM_OPTIONS = {  # parameter -> option, for `run` and `sweep` (`with_slurm_options`)
+    "slurm_partition": SlurmOption(
+        "partition",
+        Annotated[
+            str | None,
+            typer.Option(help="--executor slurm: partition (default: the spec's slurm.partition)."),
+        ],
+    ),
+    "slurm_time": SlurmOption(
+        "time_min",
+        Annotated[
+            int | None,
+            typer.Option(min=1, help="--executor slurm: time limit of each job, minutes (slurm.time_min)."),
+        ],
+    ),
+    "slurm_gpus_per_job": SlurmOption(
+        "gpus_per_job",
+        Annotated[
+            int | None, typer.Option(min=0, help="--executor slurm: GPUs of each job (slurm.gpus_per_job).")
+        ],
+    ),
+    "slurm_account": SlurmOption(
+        "account",
+        Annotated[str | None, typer.Option(help="--executor slurm: account to charge (slurm.account).")],
+    ),
+    "slurm_cluster": SlurmOption(
+        "cluster",
+        Annotated[
+            str,
+            typer.Option(
+                help="--executor slurm: submitit's cluster; `local` tries the job path on this machine."
+            ),
+        ],
+        "slurm",
+    ),
+}
+
+
+def with_slurm_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the --slurm-* options of SLURM_OPTIONS in place of its `slurm: SlurmFlags` parameter.
+
+    Typer reads a command's options from its signature, so this is how `run` and `sweep` share one
+    definition of them: the wrapper's signature lists them, and it hands `command` their SlurmFlags.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    params = list(signature.parameters.values())
+    at = [p.name for p in params].index("slurm")
+    params[at : at + 1] = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=o.kind, default=o.default)
+        for name, o in SLURM_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        given = {option.field: kwargs.pop(name) for name, option in SLURM_OPTIONS.items()}
+        cluster = given.pop("cluster")
+        overrides = {field: value for field, value in given.items() if value is not None}
+        return command(*args, slurm=SlurmFlags(overrides, cluster), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 @app.command("run", context_settings=EXTRA_ARGS)
+@with_slurm_options
 def run(
     ctx: typer.Context,
     spec: SpecArgument,
@@ -267,31 +326,18 @@ def run(
     parallel: ParallelOption = None,
     devices: DevicesOption = None,
     executor: ExecutorOption = ExecutorChoice.local,
-    slurm_partition: SlurmPartitionOption = None,
-    slurm_time: SlurmTimeOption = None,
-    slurm_gpus_per_job: SlurmGpusOption = None,
-    slurm_account: SlurmAccountOption = None,
-    slurm_cluster: SlurmClusterOption = "slurm",
+    slurm: SlurmFlags = SlurmFlags({}),
 ) -> None:
     """Train every variant x seed of an experiment; rerunning resumes unfinished runs, skips finished ones."""
     from vaebench.core.progress import PlainProgress, RichProgress
     from vaebench.launch.runner import check_runs_dir, plan_runs, preflight, run_parallel, run_queue
-    from vaebench.launch.sweep_check import check_trains_sweep_params
+    from vaebench.launch.sweep_check import check_sweep_run
 
     in_sweep = sweep_run_suffix()
     with user_errors():
         variants = select(load_experiment(spec, collect_overrides(set_, ctx.args)), variant or [])
         plan = plan_runs(variants, runs_dir, seed or [], suffix or in_sweep)
-        if in_sweep and not suffix and len(plan) != 1:
-            raise UserError(
-                f"This is run {in_sweep} of a sweep, which is one run, but {spec} gives {len(plan)} "
-                "(variants x seeds): select one in the sweep's command with --variant NAME --seed K, or "
-                "set a single seed with the seeds parameter (seeds: {values: [[0], [1]]})."
-            )
-        recorded = sweep_run_params()
-        if recorded is not None:  # before anything is written: the run trains what the sweep records
-            runs = [(p.variant.name, p.variant.spec, p.seed) for p in plan]
-            check_trains_sweep_params(*recorded, runs, in_sweep or "")
+        check_sweep_run([(p.variant.name, p.variant.spec, p.seed) for p in plan], spec, named=bool(suffix))
         check_runs_dir(runs_dir)
         preflight(plan)
         if executor == ExecutorChoice.local and (parallel or 1) == 1 and devices is None:
@@ -301,25 +347,36 @@ def run(
                 results = run_queue(plan, device=device, force=force, reporter=progress)
         else:
             from vaebench.config.spec import SlurmSpec
-            from vaebench.launch.workers import Board, make_executor, python_vaebench
+            from vaebench.launch.runner import worker_command
+            from vaebench.launch.workers import Board, make_executor
 
-            flags = slurm_flags(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_account)
             pool, slots = make_executor(
                 executor.value,
                 parallel=parallel,
                 devices=devices,
                 folder=runs_dir / "submitit",
-                slurm=SlurmSpec(**flags),
-                cluster=slurm_cluster,
+                slurm=SlurmSpec(**slurm.overrides),
+                cluster=slurm.cluster,
                 default_jobs=len(plan),
             )
-            worker = [*python_vaebench(), "run", str(spec), "--runs-dir", str(runs_dir), "--quiet"]
-            worker += ["--device", device, *(["--force"] if force else [])]
-            worker += [*(["--suffix", suffix or in_sweep] if suffix or in_sweep else [])]
-            worker += [arg for item in set_ or [] for arg in ("--set", item)] + list(ctx.args)
+            worker = worker_command(
+                spec,
+                runs_dir=runs_dir,
+                device=device,
+                force=force,
+                suffix=suffix or in_sweep,
+                sets=set_ or [],
+                extra=ctx.args,
+            )
             with Board(console, len(plan), plain=quiet) as board:
                 results = run_parallel(
-                    plan, worker, force=force, executor=pool, slots=slots, board=board, slurm_overrides=flags
+                    plan,
+                    worker,
+                    force=force,
+                    executor=pool,
+                    slots=slots,
+                    board=board,
+                    slurm_overrides=slurm.overrides,
                 )
     console.print(results_table(results))
     if any(r.status == "failed" for r in results):
@@ -381,7 +438,29 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
+def check_sweep_file(sweep_file: Path, sets: list[str]) -> None:
+    """`vaebench sweep --check`: the checks before a first run, said as warnings and one `ok` line."""
+    from vaebench.launch.local_sweep import check_sweep, import_sweeps
+
+    with user_errors():
+        config, notes = check_sweep(import_sweeps(), sweep_file, parse_overrides(sets), run_command_runs)
+    for note in notes:
+        err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    metric = (config.get("metric") or {}).get("name")
+    if metric and run_arguments(config["command"]) is None:
+        logged = f", but its metric {metric} is not checked (the command does not run `vaebench run`)"
+    else:
+        logged = f", and its runs log {metric}" if metric else ""
+    console.print(
+        f"[green]ok[/]: {escape(str(sweep_file))}: its command passes the parameters to each run"
+        f"{escape(logged)}; ready for `vaebench sweep` or `wandb sweep`.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @app.command("sweep")
+@with_slurm_options
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="W&B sweep file, e.g. sweeps/beta.yaml.")],
     count: Annotated[
@@ -404,11 +483,7 @@ def sweep(
     ] = False,
     quiet: Annotated[bool, typer.Option(help="Plain lines instead of a live table (CI, SLURM).")] = False,
     executor: ExecutorOption = ExecutorChoice.local,
-    slurm_partition: SlurmPartitionOption = None,
-    slurm_time: SlurmTimeOption = None,
-    slurm_gpus_per_job: SlurmGpusOption = None,
-    slurm_account: SlurmAccountOption = None,
-    slurm_cluster: SlurmClusterOption = "slurm",
+    slurm: SlurmFlags = SlurmFlags({}),
     check: Annotated[
         bool,
         typer.Option(
@@ -424,33 +499,11 @@ def sweep(
     command passes the parameters (${args}), the metric is one the runs log, a grid lists its values.
     """
     from vaebench.config.spec import SlurmSpec
-    from vaebench.launch.local_sweep import (
-        MAX_INITIAL_FAILURES,
-        LocalSweep,
-        check_sweep,
-        import_sweeps,
-        sweep_table,
-    )
+    from vaebench.launch.local_sweep import MAX_INITIAL_FAILURES, LocalSweep, sweep_table
     from vaebench.launch.workers import Board, make_executor
 
     if check:
-        with user_errors():
-            config, notes = check_sweep(
-                import_sweeps(), sweep_file, parse_overrides(set_ or []), run_command_runs
-            )
-        for note in notes:
-            err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
-        metric = (config.get("metric") or {}).get("name")
-        if metric and run_arguments(config["command"]) is None:
-            logged = f", but its metric {metric} is not checked (the command does not run `vaebench run`)"
-        else:
-            logged = f", and its runs log {metric}" if metric else ""
-        console.print(
-            f"[green]ok[/]: {escape(str(sweep_file))}: its command passes the parameters to each run"
-            f"{escape(logged)}; ready for `vaebench sweep` or `wandb sweep`.",
-            highlight=False,
-            soft_wrap=True,
-        )
+        check_sweep_file(sweep_file, set_ or [])
         return
     with user_errors():
         controller = LocalSweep(
@@ -469,8 +522,8 @@ def sweep(
             parallel=parallel,
             devices=devices,
             folder=controller.state_dir / "submitit",
-            slurm=SlurmSpec(**slurm_flags(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_account)),
-            cluster=slurm_cluster,
+            slurm=SlurmSpec(**slurm.overrides),
+            cluster=slurm.cluster,
             default_jobs=4,
         )
         state = controller.state

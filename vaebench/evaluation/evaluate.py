@@ -45,7 +45,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -147,6 +147,19 @@ def forward_plan(forward_images: int, batch_size: int, num_samples: int) -> tupl
     return group, math.ceil(num_samples / calls)
 
 
+@dataclass
+class _Collected:
+    """What the pass over the split keeps of each batch, on the CPU, in image order."""
+
+    per_image: dict[str, list[Tensor]] = field(
+        default_factory=lambda: {k: [] for k in ("elbo", "recon_log_prob", "kl", "iw", "mse")}
+    )  # (B,) float64 each: nats, mse on [0, 1] pixels
+    kl_dims: list[Tensor] = field(default_factory=list)  # (B, L) float64, nats
+    mus: list[Tensor] = field(default_factory=list)  # (B, L) fp32 posterior means
+    logvars: list[Tensor] = field(default_factory=list)  # (B, L) fp32 posterior log-variances
+    num_dims: int = 0  # D = 3 * H * W
+
+
 @torch.no_grad()
 def evaluate_model(
     model: VAE,
@@ -171,16 +184,78 @@ def evaluate_model(
     of one batch at a time up to float rounding. `progress` gets start/update/finish calls, one update
     per forward pass.
     """
+    num = _num_images(dataset, eval_spec)
+    batch_size, K = eval_spec.batch_size, eval_spec.iw_samples
+    group, iw_chunk_size = (
+        (1, iw_chunk_size) if forward_images is None else forward_plan(forward_images, batch_size, K)
+    )
+    collected = _Collected()
+    was_training = model.training
+    model.eval()
+    if progress is not None:
+        progress.start(f"evaluate {eval_spec.split} (K={K})", math.ceil(num / batch_size), 0)
+    try:
+        for b, batches in _groups(_image_batches(dataset, num, batch_size), group):
+            _evaluate_batches(
+                model, batches, b, collected, eval_spec, likelihood, device, autocast, iw_chunk_size
+            )
+            if progress is not None:
+                progress.update(b + len(batches), {})
+    finally:
+        model.train(was_training)
+        if progress is not None:
+            progress.finish()
+
+    ctx = _context(collected, eval_spec, model, dataset, device)
+    metrics = compute_metrics(ctx)  # every registered metric (`vaebench.evaluation.metrics`)
+    per_dim = _per_dim(ctx, eval_spec.active_threshold)
+    settings = {
+        "split": eval_spec.split,
+        "iw_samples": K,
+        "batch_size": batch_size,
+        "iw_chunk_size": iw_chunk_size,
+        "batches_per_forward": group,
+        "mi_batch_size": ctx.mutual_information.batch_size,
+        "mi_batch_size_requested": eval_spec.mi_batch_size,
+        "mi_num_batches": ctx.mutual_information.num_batches,
+        "active_threshold": eval_spec.active_threshold,
+        "collapse_threshold_nats": COLLAPSE_THRESHOLD_NATS,
+        "seed": eval_spec.seed,
+        "num_images": num,
+        "max_images": eval_spec.max_images,
+        "likelihood": likelihood,
+        "num_dims": ctx.num_dims,
+        "latent_dim": ctx.mu.shape[1],
+        "device": str(device),
+        "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
+    }
+    return EvalResult(metrics, per_dim, settings, _standard_errors(ctx), ctx.per_image)
+
+
+def _num_images(dataset: Dataset, eval_spec: EvalSpec) -> int:
+    """How many images of `dataset` are evaluated: the first eval.max_images, at least 2."""
     num = len(dataset) if eval_spec.max_images is None else min(len(dataset), eval_spec.max_images)
     if num < 2:
         raise UserError(
             f"evaluation needs at least 2 images (for active units and mutual information); the "
             f"{eval_spec.split} split has {len(dataset)} and eval.max_images is {eval_spec.max_images}."
         )
-    split, batch_size, K = eval_spec.split, eval_spec.batch_size, eval_spec.iw_samples
-    group, iw_chunk_size = (
-        (1, iw_chunk_size) if forward_images is None else forward_plan(forward_images, batch_size, K)
-    )
+    return num
+
+
+def _evaluate_batches(
+    model: VAE,
+    batches: list[Tensor],
+    first: int,
+    collected: _Collected,
+    eval_spec: EvalSpec,
+    likelihood: Likelihood,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    iw_chunk_size: int,
+) -> None:
+    """One forward pass over `batches` (batch indices first, first + 1, ...; uint8): the ELBO's terms, the
+    IW bound, the reconstruction at the posterior mean and the posteriors, added to `collected`."""
 
     def amp() -> AbstractContextManager[Any]:
         if autocast is None:
@@ -192,101 +267,85 @@ def evaluate_model(
             mean, log_scale = model.decode(z)
         return model.log_prob(x, mean.float(), log_scale.float(), likelihood)  # the head's own likelihood
 
-    per_image: dict[str, list[Tensor]] = {k: [] for k in ("elbo", "recon_log_prob", "kl", "iw", "mse")}
-    kl_dims, mus, logvars = [], [], []
-    num_batches = math.ceil(num / batch_size)
-    was_training = model.training
-    model.eval()
-    if progress is not None:
-        progress.start(f"evaluate {split} (K={K})", num_batches, 0)
-    try:
-        for b, batches in _groups(_image_batches(dataset, num, batch_size), group):
-            # (G*B, 3, H, W) in [0, 1]: `group` batches in one forward pass, each with its own noise below
-            x = to_float(batches[0] if len(batches) == 1 else torch.cat(batches), device)
-            with amp():
-                mu, logvar = model.encode(x)
-            posterior = (mu.float(), logvar.float())  # (B, L) each; q is this fp32 Gaussian
+    # (G*B, 3, H, W) in [0, 1]: the batches in one forward pass, each with its own noise below
+    x = to_float(batches[0] if len(batches) == 1 else torch.cat(batches), device)
+    with amp():
+        mu, logvar = model.encode(x)
+    posterior = (mu.float(), logvar.float())  # (B, L) each; q is this fp32 Gaussian
 
-            def encode(_: Tensor, posterior: tuple[Tensor, Tensor] = posterior) -> tuple[Tensor, Tensor]:
-                return posterior  # encoded once per batch, shared by the ELBO and the IW bound
+    def encode(_: Tensor) -> tuple[Tensor, Tensor]:
+        return posterior  # encoded once per batch, shared by the ELBO and the IW bound
 
-            gens = [_generator(eval_spec.seed, _SAMPLE_STREAM, b + i) for i in range(len(batches))]
-            gen = gens[0] if len(gens) == 1 else RowBlockGenerators(gens, [len(xb) for xb in batches])
-            start = gen.get_state()
-            terms = elbo(x, encode, log_px_given_z, gen, n_samples=1)
-            gen.set_state(start)  # type: ignore[arg-type]  # the IW bound's first sample is the ELBO's sample
-            log_iw = iw_log_likelihood(x, encode, log_px_given_z, K, iw_chunk_size, gen)  # (B,) float64
-            with amp():
-                recon = model.decode(posterior[0])[0]  # (B, 3, H, W) mean at the posterior mean
-            kl_dim = terms.kl_per_dim.double()  # (B, L)
-            kl = kl_dim.sum(dim=1)  # (B,): summed in float64, so that kl_per_dim sums to kl exactly
-            recon_lp = terms.recon_log_prob.double()
-            per_image["recon_log_prob"].append(recon_lp.cpu())
-            per_image["kl"].append(kl.cpu())
-            per_image["elbo"].append((recon_lp - kl).cpu())
-            per_image["iw"].append(log_iw.cpu())
-            per_image["mse"].append((recon.double() - x.double()).square().flatten(1).mean(dim=1).cpu())
-            kl_dims.append(kl_dim.cpu())
-            mus.append(posterior[0].cpu())
-            logvars.append(posterior[1].cpu())
-            if progress is not None:
-                progress.update(b + len(batches), {})
-    finally:
-        model.train(was_training)
-        if progress is not None:
-            progress.finish()
+    gens = [_generator(eval_spec.seed, _SAMPLE_STREAM, first + i) for i in range(len(batches))]
+    gen = gens[0] if len(gens) == 1 else RowBlockGenerators(gens, [len(xb) for xb in batches])
+    start = gen.get_state()
+    terms = elbo(x, encode, log_px_given_z, gen, n_samples=1)
+    gen.set_state(start)  # type: ignore[arg-type]  # the IW bound's first sample is the ELBO's sample
+    log_iw = iw_log_likelihood(
+        x, encode, log_px_given_z, eval_spec.iw_samples, iw_chunk_size, gen
+    )  # (B,) f64
+    with amp():
+        recon = model.decode(posterior[0])[0]  # (B, 3, H, W) mean at the posterior mean
+    kl_dim = terms.kl_per_dim.double()  # (B, L)
+    kl = kl_dim.sum(dim=1)  # (B,): summed in float64, so that kl_per_dim sums to kl exactly
+    recon_lp = terms.recon_log_prob.double()
+    per_image = collected.per_image
+    per_image["recon_log_prob"].append(recon_lp.cpu())
+    per_image["kl"].append(kl.cpu())
+    per_image["elbo"].append((recon_lp - kl).cpu())
+    per_image["iw"].append(log_iw.cpu())
+    per_image["mse"].append((recon.double() - x.double()).square().flatten(1).mean(dim=1).cpu())
+    collected.kl_dims.append(kl_dim.cpu())
+    collected.mus.append(posterior[0].cpu())
+    collected.logvars.append(posterior[1].cpu())
+    collected.num_dims = x[0].numel()
 
-    img = {k: torch.cat(v) for k, v in per_image.items()}  # (N,) float64 each
-    mu_all, logvar_all = torch.cat(mus), torch.cat(logvars)  # (N, L)
-    kl_per_dim = torch.cat(kl_dims).mean(dim=0)  # (L,) nats
-    latent_dim = mu_all.shape[1]
-    dims = x[0].numel()  # D = 3 * H * W
-    to_bpd = 1.0 / (dims * math.log(2.0))
 
-    ctx = EvalContext(
-        split=split, per_image=img, mu=mu_all, logvar=logvar_all, kl_per_dim=kl_per_dim, num_dims=dims,
-        iw_samples=K, active_threshold=eval_spec.active_threshold, mi_batch_size=eval_spec.mi_batch_size,
-        mi_generator=_generator(eval_spec.seed, _MI_STREAM, 0), model=model, dataset=dataset, device=device,
-    )  # fmt: skip
-    metrics = compute_metrics(ctx)  # every registered metric (`vaebench.evaluation.metrics`)
+def _context(
+    collected: _Collected, eval_spec: EvalSpec, model: VAE, dataset: Dataset, device: torch.device
+) -> EvalContext:
+    """The whole split's collected values, as the metrics read them (`vaebench.evaluation.metrics`)."""
+    return EvalContext(
+        split=eval_spec.split,
+        per_image={k: torch.cat(v) for k, v in collected.per_image.items()},  # (N,) float64 each
+        mu=torch.cat(collected.mus),  # (N, L)
+        logvar=torch.cat(collected.logvars),  # (N, L)
+        kl_per_dim=torch.cat(collected.kl_dims).mean(dim=0),  # (L,) nats
+        num_dims=collected.num_dims,
+        iw_samples=eval_spec.iw_samples,
+        active_threshold=eval_spec.active_threshold,
+        mi_batch_size=eval_spec.mi_batch_size,
+        mi_generator=_generator(eval_spec.seed, _MI_STREAM, 0),
+        model=model,
+        dataset=dataset,
+        device=device,
+    )
+
+
+def _per_dim(ctx: EvalContext, active_threshold: float) -> dict[str, list[Any]]:
+    """Per latent dimension: mean KL (nats), the two variances, and whether it is active."""
     _, mean_var = ctx.active
-    mi = ctx.mutual_information
-    per_dim = {
-        "kl_per_dim": kl_per_dim.tolist(),
+    return {
+        "kl_per_dim": ctx.kl_per_dim.tolist(),
         "posterior_mean_var": mean_var.tolist(),  # Var_x E_q[z_d | x], unbiased, squared latent units
-        "posterior_var_mean": logvar_all.double().exp().mean(dim=0).tolist(),  # E_x Var_q[z_d | x]
-        "active": (mean_var > eval_spec.active_threshold).tolist(),
-    }
-    settings = {
-        "split": split,
-        "iw_samples": K,
-        "batch_size": batch_size,
-        "iw_chunk_size": iw_chunk_size,
-        "batches_per_forward": group,
-        "mi_batch_size": mi.batch_size,
-        "mi_batch_size_requested": eval_spec.mi_batch_size,
-        "mi_num_batches": mi.num_batches,
-        "active_threshold": eval_spec.active_threshold,
-        "collapse_threshold_nats": COLLAPSE_THRESHOLD_NATS,
-        "seed": eval_spec.seed,
-        "num_images": num,
-        "max_images": eval_spec.max_images,
-        "likelihood": likelihood,
-        "num_dims": dims,
-        "latent_dim": latent_dim,
-        "device": str(device),
-        "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
+        "posterior_var_mean": ctx.logvar.double().exp().mean(dim=0).tolist(),  # E_x Var_q[z_d | x]
+        "active": (mean_var > active_threshold).tolist(),
     }
 
-    def sem(values: Tensor) -> float:  # standard error of the mean over images, bits/dim
+
+def _standard_errors(ctx: EvalContext) -> dict[str, float]:
+    """Standard errors of the split means over images, bits/dim."""
+    img, num = ctx.per_image, len(ctx.per_image["elbo"])
+    to_bpd = 1.0 / (ctx.num_dims * math.log(2.0))
+
+    def sem(values: Tensor) -> float:
         return float(values.std(correction=1)) / math.sqrt(num) * to_bpd
 
-    standard_errors = {
+    return {
         "bpd_elbo": sem(img["elbo"]),
         "bpd_iw": sem(img["iw"]),
         "bpd_elbo_minus_bpd_iw": sem(img["iw"] - img["elbo"]),  # paired: same images, same first sample
     }
-    return EvalResult(metrics, per_dim, settings, standard_errors, img)
 
 
 def settings_key(settings: dict[str, Any]) -> str:

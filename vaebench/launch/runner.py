@@ -29,7 +29,7 @@ from vaebench.data.batches import eval_batches, to_float
 from vaebench.data.spec import SyntheticDataSpec
 from vaebench.evaluation.evaluate import evaluate_run
 from vaebench.evaluation.figures import standard_figures
-from vaebench.launch.workers import Board, Executor, Job, Outcome, error_line, run_pool
+from vaebench.launch.workers import Board, Executor, Job, Outcome, error_line, python_vaebench, run_pool
 from vaebench.runs.checkpoint import load_checkpoint
 from vaebench.runs.document import read_run_document, run_document, training_summary, update_summary
 from vaebench.runs.io import atomic_write_text, read_json
@@ -246,6 +246,28 @@ def run_queue(
     return results
 
 
+def worker_command(
+    spec: Path,
+    *,
+    runs_dir: Path,
+    device: str,
+    force: bool,
+    suffix: str | None,
+    sets: Sequence[str],
+    extra: Sequence[str],
+) -> list[str]:
+    """The command line every worker of one `vaebench run` shares (a subprocess, or a SLURM job, per run):
+    `vaebench run SPEC` with the invocation's options and overrides, quiet, on this interpreter.
+
+    sets: the --set values; extra: the trailing `key=value` overrides, as given. `run_parallel` adds each
+    run's `--variant V --seed S`; the --parallel/--executor/--slurm-* options stay with the controller.
+    """
+    argv = [*python_vaebench(), "run", str(spec), "--runs-dir", str(runs_dir), "--quiet"]
+    argv += ["--device", device, *(["--force"] if force else [])]
+    argv += ["--suffix", suffix] if suffix else []
+    return argv + [arg for item in sets for arg in ("--set", item)] + list(extra)
+
+
 def run_parallel(
     plan: Sequence[PlannedRun],
     worker_args: Sequence[str],
@@ -259,8 +281,8 @@ def run_parallel(
     """Train the planned runs as `vaebench run` subprocesses, len(slots) at a time (see
     vaebench.launch.workers).
 
-    worker_args: the command line of one run without its selection, i.e. `vaebench run SPEC` plus the
-    options and overrides every run shares; `--variant V --seed S` is added per run. Finished runs are
+    worker_args: the command line of one run without its selection (`worker_command`); `--variant V
+    --seed S` is added per run. Finished runs are
     skipped here (after the same spec check the trainer does); a failed run is reported with the
     `error:` line of its log, `<run folder>.log`, and the others go on. SLURM jobs get each variant's
     `slurm` section with `slurm_overrides` (the --slurm-* flags) on top.

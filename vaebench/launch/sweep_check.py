@@ -14,12 +14,14 @@ Two checks keep a sweep honest:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from vaebench.config.experiments import apply_overrides, validate_run_spec
 from vaebench.config.spec import RunSpec
 from vaebench.core.errors import UserError
 from vaebench.evaluation.metrics import ordered as ordered_metrics
+from vaebench.launch.sweep_file import sweep_run_params, sweep_run_suffix
 from vaebench.objectives import OBJECTIVES, REQUIRED_TERMS
 
 # summary.json's train/ keys besides the objective's terms (train.py's rows)
@@ -64,6 +66,25 @@ def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, Mapping) else None
     return node
+
+
+def check_sweep_run(runs: Sequence[tuple[str, RunSpec, int]], experiment: Path, named: bool) -> None:
+    """`vaebench run` as one run of a sweep (`sweep_run_suffix`): stop (UserError) unless it trains one run
+    (`named`: --suffix was given, so the folders are not named for this sweep run) with the parameters the
+    sweep recorded for it (`check_trains_sweep_params`). Nothing to check outside a sweep.
+
+    runs: (variant, spec, seed) of each run the command resolved; checked before anything is written.
+    """
+    in_sweep = sweep_run_suffix()
+    if in_sweep and not named and len(runs) != 1:
+        raise UserError(
+            f"This is run {in_sweep} of a sweep, which is one run, but {experiment} gives {len(runs)} "
+            "(variants x seeds): select one in the sweep's command with --variant NAME --seed K, or "
+            "set a single seed with the seeds parameter (seeds: {values: [[0], [1]]})."
+        )
+    recorded = sweep_run_params()
+    if recorded is not None:
+        check_trains_sweep_params(*recorded, runs, in_sweep or "")
 
 
 def check_trains_sweep_params(

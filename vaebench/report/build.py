@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from rich.console import Console
 
 from vaebench.core.errors import UserError
 from vaebench.report import render
-from vaebench.report.columns import REPORT_METRICS, metric
+from vaebench.report.columns import REPORT_METRICS, Metric, metric
 from vaebench.report.load import RunSet, load_runs
 from vaebench.report.plots import PlotContext, registered, variant_palette
 from vaebench.report.plots.grouping import curve_grouping
@@ -197,6 +198,44 @@ def build_report(
     in `out` made from other runs; group_by: the axis whose levels colour the training curves (default:
     the axis with the most levels; "variant": one colour per variant).
     """
+    _check_options(rank_by, figure_runs)
+    rs = _load(run_dirs, experiment, wandb_path, wandb_api, console)
+    curve_grouping(rs, group_by)  # a wrong --group-by fails before the previous report is removed
+    chosen_figure_runs(rs, figure_runs)  # and so does a --figures-from run that was not loaded
+    out = Path(out) if out is not None else Path("reports") / rs.experiment
+    prepare_output(out, report_selection(rs), force)
+
+    tables = write_tables(rs, out / "tables", rank_by)
+    palette = variant_palette(rs.variants)
+    ctx = PlotContext(
+        runs=rs,
+        palette=palette,
+        order=list(tables.variants["variant"]),
+        ranks={str(r.variant): int(r.rank) for r in tables.variants.itertuples() if pd.notna(r.rank)},
+        rank_by=tables.by,
+        effects=tables.effects,
+        metrics=[m for m in REPORT_METRICS if m.key not in tables.flags],
+        group_by=group_by,
+    )
+    plots = draw_plots(ctx, out / "plots", out)  # every registered plot, into the section it names
+    writeup: list[render.Block] = []
+    if figures:
+        writeup = _writeup_section(
+            rs, out, palette, rank_by, figure_runs, figure_images, figure_scale, device
+        )
+
+    blocks = _document(rs, tables, plots)
+    blocks += _interactions_section(tables.means, tables.interactions_text, tables.by)
+    blocks += writeup
+    blocks += _settings_section(tables.spec_diff, tables.shared, tables.environment)
+    title = f"vaebench report: {rs.experiment}"
+    atomic_write_text(out / "report.md", render.to_markdown(title, blocks))
+    atomic_write_text(out / "report.html", render.to_html(title, blocks))
+    return out
+
+
+def _check_options(rank_by: str, figure_runs: Sequence[Path]) -> None:
+    """--rank-by names a report metric and each --figures-from folder exists (before anything loads)."""
     if rank_by not in {m.key for m in REPORT_METRICS}:
         choices = ", ".join(m.key for m in REPORT_METRICS)
         raise UserError(f"--rank-by {rank_by!r} is not a report metric; choose one of {choices}.")
@@ -206,30 +245,57 @@ def build_report(
             f"--figures-from {missing[0]} does not exist; give the folder of a run "
             "(runs/<experiment>/<variant>/seed<k>) among the runs being reported."
         )
-    if wandb_path is not None:
-        from vaebench.report.wandb_api import check_project_path, load_wandb
 
-        check_project_path(wandb_path)  # before W&B is asked for a login
-        if wandb_api is None:
-            import wandb
 
-            try:
-                wandb_api = wandb.Api()
-            except Exception as err:  # no key, no network: W&B's own error types
-                raise UserError(
-                    f"Cannot use the W&B API ({type(err).__name__}: {err}). Log in with `wandb login` "
-                    "or set WANDB_API_KEY, or report from run folders instead."
-                ) from err
-        rs = load_wandb(wandb_api, wandb_path, experiment, console)
-    else:
-        rs = load_runs(list(run_dirs), experiment, console)
-    curve_grouping(rs, group_by)  # a wrong --group-by fails before the previous report is removed
-    chosen_figure_runs(rs, figure_runs)  # and so does a --figures-from run that was not loaded
-    out = Path(out) if out is not None else Path("reports") / rs.experiment
-    prepare_output(out, report_selection(rs), force)
-    tables_dir, plots_dir = out / "tables", out / "plots"
+def _load(
+    run_dirs: Sequence[Path],
+    experiment: str | None,
+    wandb_path: str | None,
+    wandb_api: Any,
+    console: Console | None,
+) -> RunSet:
+    """The experiment's runs, from run folders or (wandb_path) from the W&B public API."""
+    if wandb_path is None:
+        return load_runs(list(run_dirs), experiment, console)
+    from vaebench.report.wandb_api import check_project_path, load_wandb
 
-    # Tables
+    check_project_path(wandb_path)  # before W&B is asked for a login
+    if wandb_api is None:
+        import wandb
+
+        try:
+            wandb_api = wandb.Api()
+        except Exception as err:  # no key, no network: W&B's own error types
+            raise UserError(
+                f"Cannot use the W&B API ({type(err).__name__}: {err}). Log in with `wandb login` "
+                "or set WANDB_API_KEY, or report from run folders instead."
+            ) from err
+    return load_wandb(wandb_api, wandb_path, experiment, console)
+
+
+@dataclass
+class ReportTables:
+    """The report's tables, as written to tables/ (numbers) and as shown (formatted text)."""
+
+    by: Metric  # the ranking metric
+    flags: dict[
+        str, str
+    ]  # degenerate metrics (`degenerate_metrics`): left out of effects, interactions and plots
+    variants: pd.DataFrame
+    variants_text: pd.DataFrame
+    effects: pd.DataFrame
+    effects_text: pd.DataFrame
+    means: pd.DataFrame
+    interactions_text: pd.DataFrame
+    attention: pd.DataFrame
+    spec_diff: pd.DataFrame
+    shared: pd.DataFrame
+    environment: pd.DataFrame
+
+
+def write_tables(rs: RunSet, tables_dir: Path, rank_by: str) -> ReportTables:
+    """Write tables/: runs.csv and curves.csv (tidy, every run), and the variant, effect, level-mean,
+    interaction, attention, spec-difference and environment tables (each that is not empty)."""
     tables_dir.mkdir()
     atomic_write_text(tables_dir / "runs.csv", rs.runs.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(tables_dir / "curves.csv", rs.curves.to_csv(index=False, lineterminator="\n"))
@@ -267,38 +333,11 @@ def build_report(
         write_table(
             tables_dir, "environment", environment, environment, "Environment of each variant's runs."
         )
-
-    # Plots: every registered plot, into the section it names
-    palette = variant_palette(rs.variants)
-    ctx = PlotContext(
-        runs=rs,
-        palette=palette,
-        order=list(variants["variant"]),
-        ranks={str(r.variant): int(r.rank) for r in variants.itertuples() if pd.notna(r.rank)},
-        rank_by=by,
-        effects=effects,
-        metrics=[m for m in REPORT_METRICS if m.key not in flags],
-        group_by=group_by,
-    )
-    plots = draw_plots(ctx, plots_dir, out)
-
-    # Write-up figures
-    writeup: list[render.Block] = []
-    if figures:
-        writeup = _writeup_section(
-            rs, out, palette, rank_by, figure_runs, figure_images, figure_scale, device
-        )
-
-    blocks = _document(
-        rs, out, variants_text, effects_text, attention, spec_diff, shared, environment, plots, by, flags
-    )
-    blocks += _interactions_section(means, interactions_text, by)
-    blocks += writeup
-    blocks += _settings_section(spec_diff, shared, environment)
-    title = f"vaebench report: {rs.experiment}"
-    atomic_write_text(out / "report.md", render.to_markdown(title, blocks))
-    atomic_write_text(out / "report.html", render.to_html(title, blocks))
-    return out
+    return ReportTables(
+        by=by, flags=flags, variants=variants, variants_text=variants_text, effects=effects,
+        effects_text=effects_text, means=means, interactions_text=interactions_text, attention=attention,
+        spec_diff=spec_diff, shared=shared, environment=environment,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the document
@@ -334,19 +373,11 @@ def _image(paths: list[Path] | None, out: Path, caption: str, pixelated: bool = 
     return [render.Image(png, _rel(png, out), caption, pixelated)]
 
 
-def _document(
-    rs: RunSet,
-    out: Path,
-    variants_text: pd.DataFrame,
-    effects_text: pd.DataFrame,
-    attention: pd.DataFrame,
-    spec_diff: pd.DataFrame,
-    shared: pd.DataFrame,
-    environment: pd.DataFrame,
-    plots: dict[str, list[render.Block]],
-    by: Any,
-    flags: dict[str, str],
-) -> list[render.Block]:
+def _document(rs: RunSet, tables: ReportTables, plots: dict[str, list[render.Block]]) -> list[render.Block]:
+    """The report up to its interactions: counts, runs that need attention, results, effects, curves,
+    latent usage and the sections only registered plots name."""
+    by, flags, attention = tables.by, tables.flags, tables.attention
+    variants_text, effects_text = tables.variants_text, tables.effects_text
     counts = rs.runs["status"].value_counts()
     status_text = ", ".join(f"{counts[s]} {s}" for s in counts.index)
     blocks: list[render.Block] = [
