@@ -142,7 +142,7 @@ def test_an_upward_import_breaks_the_layers_and_is_named(tmp_path: Path, code: s
         (
             "metrics do not import each other",
             "vaebench.evaluation.metrics.latent",
-            "vaebench.evaluation.metrics.likelihood",
+            "vaebench.evaluation.metrics.bounds",
         ),
         (
             "report plots do not import each other; their shared helpers are below them",

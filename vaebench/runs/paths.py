@@ -1,4 +1,4 @@
-"""The run folder: where every result of a run lives, written so that a crash never corrupts it.
+"""The run folder's layout: where every result of a run lives (`RunPaths`), and where a run's folder goes.
 
 Layout of one run (``runs/<experiment>/<variant>/seed<k>/``, see `RunPaths`)::
 
