@@ -33,20 +33,29 @@ def deep_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def vaebench(cwd: Path, columns: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m vaebench ARGS` in `cwd`, output piped, with COLUMNS set to `columns` (None: unset)."""
+def vaebench(cwd: Path, columns: str | None, *argvs: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """`python -m vaebench ARGV` in `cwd` for each argv, output piped, with COLUMNS set to `columns` (None:
+    unset). The processes run at once: each spends seconds importing torch, and the cases are independent."""
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TERMINAL_WIDTH")}
     if columns is not None:
         env["COLUMNS"] = columns
-    return subprocess.run(
-        [sys.executable, "-m", "vaebench", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vaebench", *argv],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv in argvs
+    ]
+    done = []
+    for argv, proc in zip(argvs, procs, strict=True):
+        out, err = proc.communicate(timeout=180)
+        done.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+    return done
 
 
 @pytest.mark.slow
@@ -55,31 +64,35 @@ def test_cli_output_in_a_pipe_is_never_wrapped_whatever_the_path_or_columns(
     deep_folder: Path, columns: str | None
 ) -> None:
     quickstart = deep_folder / "experiments" / "quickstart.yaml"
+    missing = deep_folder / "experiments" / "no-such-experiment.yaml"
+    ok, error, table, usage, help_ = vaebench(
+        deep_folder,
+        columns,
+        ["spec", "validate", str(quickstart)],
+        ["spec", "validate", str(missing)],
+        ["spec", "show", str(deep_folder / "experiments" / "ablation.yaml")],
+        ["run", str(quickstart), "--device", "gpu"],
+        ["run", "--help"],
+    )
 
-    ok = vaebench(deep_folder, columns, "spec", "validate", str(quickstart))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines() == [f"ok: {quickstart} expands to 2 valid variant(s)."]
 
     # a vaebench error (a rich console on stderr) names the whole path on its one line
-    missing = deep_folder / "experiments" / "no-such-experiment.yaml"
-    error = vaebench(deep_folder, columns, "spec", "validate", str(missing))
     assert error.returncode == 1
     assert error.stderr.splitlines()[0].startswith(f"error: Experiment file {missing} does not exist")
 
     # a table: every variant name of the 16-variant grid whole on its row, none folded
-    table = vaebench(deep_folder, columns, "spec", "show", str(deep_folder / "experiments" / "ablation.yaml"))
     assert table.returncode == 0, table.stderr
     rows = [line for line in table.stdout.splitlines() if "_batch-" in line]
     assert len(rows) == 16 and all("decoder-" in row and "perceptual-" in row for row in rows)
 
     # Typer's usage error and help: whole lines too (no panel narrower than its text)
-    usage = vaebench(deep_folder, columns, "run", str(quickstart), "--device", "gpu")
     assert usage.returncode == 2
     assert any(
         "'gpu' is not a device: give auto, cpu, cuda or cuda:N (e.g. cuda:1)." in line
         for line in usage.stderr.splitlines()
     ), usage.stderr
-    help_ = vaebench(deep_folder, columns, "run", "--help")
     assert help_.returncode == 0
     assert any(PARALLEL_HELP in line for line in help_.stdout.splitlines()), help_.stdout
 
