@@ -22,7 +22,7 @@ from vaebench.config.spec import RunSpec
 from vaebench.core.errors import UserError
 from vaebench.evaluation.metrics import ordered as ordered_metrics
 from vaebench.launch.sweep_file import sweep_run_params, sweep_run_suffix
-from vaebench.objectives import OBJECTIVES, REQUIRED_TERMS
+from vaebench.objectives import loss_terms
 
 # summary.json's train/ keys besides the objective's terms (train.py's rows)
 SCHEDULE_KEYS = ("train/beta", "train/kl_weight", "train/bpd_elbo", "train/grad_norm")
@@ -30,12 +30,6 @@ COMMAND_HINT = (
     "the sweep's command must pass the parameters with ${args} (e.g. `command: [${env}, vaebench, run, "
     "EXPERIMENT, ${args}]`) and not set them again after it (--set, --seed, --key=value)"
 )
-
-
-def training_terms(spec: RunSpec) -> tuple[str, ...]:
-    """The loss terms a run of `spec` logs as train/<term> and val/<term> (`TrainingLoss.terms`)."""
-    terms = (*REQUIRED_TERMS, *OBJECTIVES[spec.loss.kind].terms)
-    return (*terms, "perceptual") if spec.loss.perceptual_weight > 0 else terms
 
 
 def summary_metrics(spec: RunSpec) -> list[str]:
@@ -46,7 +40,7 @@ def summary_metrics(spec: RunSpec) -> list[str]:
     eval.at_end), then the last training row. Mirrors `train.validate`, the trainer's rows,
     `runfolder.training_summary` and `evaluate.evaluate_run`; a test pins it against a real run.
     """
-    terms = training_terms(spec)
+    terms = loss_terms(spec.loss)
     val = ["val/loss", *(f"val/{t}" for t in terms if t != "loss"), "val/bpd_elbo"]
     split = spec.eval.split
     evaluation = [

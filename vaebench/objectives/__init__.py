@@ -103,6 +103,14 @@ def register(objective: Objective) -> Objective:
     return register_entry(OBJECTIVES, objective.kind, objective, "loss.kind", objective.spec)
 
 
+def loss_terms(spec: ObjectiveSpec) -> tuple[str, ...]:
+    """Every term a run of this `loss` section computes, in `TrainingLoss`'s fixed order: the required
+    terms, the objective's own, then "perceptual" when loss.perceptual_weight > 0 (the trainer builds a
+    VGG exactly then). What the run logs as train/<term> and val/<term>."""
+    extra = ("perceptual",) if spec.perceptual_weight > 0 else ()
+    return (*REQUIRED_TERMS, *OBJECTIVES[spec.kind].terms, *extra)
+
+
 class TrainingLoss:
     """The run's objective plus the perceptual term: what both training paths and validation call.
 
@@ -127,8 +135,9 @@ class TrainingLoss:
         self.spec, self.objective = spec, OBJECTIVES[spec.kind]
         self.dataset_size, self.free_bits, self.perceptual = dataset_size, free_bits, perceptual
         self.amp = amp  # autocast of the model's forward pass; the objective's arithmetic stays fp32
-        extra = ("perceptual",) if perceptual is not None else ()
-        self.terms: tuple[str, ...] = (*REQUIRED_TERMS, *self.objective.terms, *extra)
+        # a VGG given with perceptual_weight 0 still computes (and logs) the term, unweighted
+        extra = ("perceptual",) if perceptual is not None and spec.perceptual_weight == 0 else ()
+        self.terms: tuple[str, ...] = (*loss_terms(spec), *extra)
 
     def __call__(self, model: VAE, x: Tensor, weight: Tensor | float) -> dict[str, Tensor]:
         """The terms for a batch x (B, 3, H, W) in [0, 1] at annealing fraction `weight`."""
