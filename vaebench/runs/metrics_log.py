@@ -71,6 +71,11 @@ def _row_steps(data: bytes) -> list[dict[str, Any]]:
     return rows
 
 
+def last_logged_step(path: Path) -> int:
+    """The highest step in metrics.jsonl at `path` (0 when there is none), reading past damaged lines."""
+    return max((row["step"] for row in _row_steps(path.read_bytes())), default=0) if path.exists() else 0
+
+
 def missing_rows(path: Path, record: bytes, step: int) -> list[int]:
     """Steps up to `step` whose rows a checkpoint's `record` of metrics.jsonl holds but the file at `path`
     lacks (all of them when the file is gone). A crash tears only the last line, so these were removed."""

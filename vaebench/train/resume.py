@@ -8,7 +8,6 @@ record, and refuses to start again from step 0 without saying so. The runner use
 
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from collections.abc import Callable
@@ -24,7 +23,13 @@ from vaebench.core.errors import UserError
 from vaebench.runs.checkpoint import CheckpointWarning, RunCheckpoints, load_checkpoint, previous_dir
 from vaebench.runs.document import read_run_document
 from vaebench.runs.io import atomic_write_text, read_json, remove_stale_temp_files
-from vaebench.runs.metrics_log import DamagedMetrics, missing_rows, read_metrics, repair_metrics
+from vaebench.runs.metrics_log import (
+    DamagedMetrics,
+    last_logged_step,
+    missing_rows,
+    read_metrics,
+    repair_metrics,
+)
 from vaebench.runs.paths import RunPaths
 from vaebench.train.schedules import scheduled
 from vaebench.train.state import zero_sums
@@ -214,7 +219,7 @@ def resume_checkpoint(
     """
     found = checkpoints.resume(say)
     if found is None:
-        logged = _last_logged_step(paths)
+        logged = last_logged_step(paths.metrics)
         first = min(spec.train.checkpoint_every, total)
         if logged > first:
             raise UserError(
@@ -236,18 +241,3 @@ def resume_checkpoint(
     if scheduled(ckpt["loop"]["step"], spec, total)[1]:
         ckpt["loop"]["acc"] = zero_sums(terms)
     return ckpt
-
-
-def _last_logged_step(paths: RunPaths) -> int:
-    """The highest step in metrics.jsonl (0 when there is none), reading past damaged lines."""
-    if not paths.metrics.exists():
-        return 0
-    step = 0
-    for line in paths.metrics.read_bytes().splitlines():
-        try:
-            row = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            step = max(step, row["step"])
-    return step
