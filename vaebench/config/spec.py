@@ -99,6 +99,53 @@ class TrainSpec(Section):
         return self
 
 
+QualityMetric = Literal["fid", "kid", "recon_fid", "precision_recall", "lpips", "ssim"]
+"""What `eval.metrics` can ask for besides the likelihood bounds (README "Sample and reconstruction
+quality"): each name turns on metric-registry entries (`vaebench.evaluation.metrics.quality`)."""
+
+
+class QualitySpec(Section):
+    """The protocol of the sample- and reconstruction-quality metrics that `eval.metrics` turns on.
+
+    Scores are comparable only under one protocol: every field here (and the weights' hashes, the data's
+    crop and fingerprint) is recorded with each score, and the report never mixes two protocols.
+    """
+
+    num_samples: Int = Field(
+        10_000,
+        ge=2,
+        description="Prior samples z ~ N(0, T^2 I), decoded to their mean, for FID, KID and precision/recall "
+        "(10,000: the published protocol; FID is biased upward at fewer, so reduced counts are recorded).",
+    )
+    reference_images: Int | None = Field(
+        None, ge=2, description="Images of eval.split the samples are compared with (null: the whole split)."
+    )
+    kid_subset_size: Int = Field(
+        1000, ge=2, description="Images per KID subset (capped at the smaller sample count, recorded)."
+    )
+    kid_subsets: Int = Field(100, ge=1, description="KID subsets: the score is their mean (and std).")
+    temperature: Float = Field(1.0, gt=0, description="T of the prior samples z ~ N(0, T^2 I).")
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="random: seeded random Inception/VGG weights, for tests only; every score made with "
+        "them is marked not comparable.",
+    )
+    inception_path: str | None = Field(
+        None, description="The FID Inception weights file (null: the torch hub cache); its hash is checked."
+    )
+    vgg_path: str | None = Field(
+        None, description="torchvision's VGG16 weights file (null: the torch hub cache); its hash is checked."
+    )
+    batch_size: Int | None = Field(
+        None, ge=1, description="Images per feature-extractor call (null: 500 on CUDA, 50 on CPU)."
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Where reference features of a split are cached, keyed by the whole protocol "
+        "(null: $XDG_CACHE_HOME/vaebench/features, default ~/.cache/vaebench/features).",
+    )
+
+
 class EvalSpec(Section):
     split: Literal["train", "val", "test"] = "test"
     iw_samples: Int = Field(
@@ -114,6 +161,17 @@ class EvalSpec(Section):
     )
     at_end: bool = Field(True, description="Evaluate automatically when training finishes.")
     seed: Int = 0
+    metrics: list[QualityMetric] = Field(
+        default_factory=list,
+        description="Sample and reconstruction quality to compute as well: fid, kid, recon_fid, "
+        "precision_recall, lpips, ssim (each costs a pass of its own; see eval.quality).",
+    )
+    quality: QualitySpec = Field(default_factory=QualitySpec)
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct_metrics(cls, metrics: list[str]) -> list[str]:
+        return list(dict.fromkeys(metrics))  # [fid, fid] asks for fid once
 
 
 class TrackingSpec(Section):

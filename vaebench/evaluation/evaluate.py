@@ -319,6 +319,7 @@ def _context(
         model=model,
         dataset=dataset,
         device=device,
+        eval_spec=eval_spec,
     )
 
 

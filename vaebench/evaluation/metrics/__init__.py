@@ -52,7 +52,14 @@ class EvalContext:
     )
     dataset: Any = None
     device: torch.device | None = None
+    eval_spec: Any = None  # the run's EvalSpec: eval.metrics turns optional metrics on, eval.quality
+    data_spec: Any = None  # the run's data section (the quality protocol records its crop and size)
     extra: dict[str, Any] = field(default_factory=dict)  # what one metric computes for another
+
+    @property
+    def requested(self) -> tuple[str, ...]:
+        """The optional metrics eval.metrics asks for (fid, kid, ...)."""
+        return tuple(self.eval_spec.metrics) if self.eval_spec is not None else ()
 
     @property
     def num_images(self) -> int:
@@ -90,6 +97,7 @@ class Metric:
     order: float = 100.0  # reading order in tables
     report: bool = False  # a column of the report's tables and a `--rank-by` choice
     splits: tuple[str, ...] = SPLITS  # the evaluation splits it is computed for
+    requires: str | None = None  # computed only when eval.metrics lists this name (costly metrics)
 
     @property
     def row_label(self) -> str:
@@ -123,7 +131,7 @@ def compute_metrics(ctx: EvalContext) -> dict[str, Any]:
     return {
         f"{ctx.split}/{m.key}": m.compute(ctx)
         for m in ordered()
-        if m.compute is not None and ctx.split in m.splits
+        if m.compute is not None and ctx.split in m.splits and (m.requires is None or m.requires in ctx.requested)
     }
 
 
