@@ -1,0 +1,39 @@
+"""Sample and reconstruction quality: FID, KID, precision/recall, LPIPS, SSIM (README "Sample and
+reconstruction quality").
+
+The pipeline: `extractors` (torch-fidelity's Inception-v3 and VGG16, lpips's heads over the same VGG16,
+weights from `vaebench.core.weights`), `statistics` (the estimators, float64, tested against closed
+forms and torch-fidelity), `protocol` (what every score depends on, recorded with it, and the on-disk
+cache of a split's reference features), `scores` (one evaluation's samples, reconstructions and scores).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_FOR_METRIC: dict[str, str] = {
+    "fid": "inception",
+    "kid": "inception",
+    "recon_fid": "inception",
+    "precision_recall": "vgg16",
+    "lpips": "vgg16",
+}
+"""The pretrained weights (`vaebench.core.weights.WEIGHTS`) each eval.metrics name needs; ssim needs none."""
+
+
+def required_weights(eval_spec: Any) -> list[tuple[str, Path | None, str]]:
+    """(weights name, the spec's path or None for the hub cache, the spec field that asks) for each weights
+    file eval.metrics needs under eval.quality.weights = pretrained; [] under random weights."""
+    quality = eval_spec.quality
+    if quality.weights != "pretrained":
+        return []
+    paths = {"inception": quality.inception_path, "vgg16": quality.vgg_path}
+    needed: dict[str, list[str]] = {}
+    for name in eval_spec.metrics:
+        if name in WEIGHTS_FOR_METRIC:
+            needed.setdefault(WEIGHTS_FOR_METRIC[name], []).append(name)
+    return [
+        (weights, None if paths[weights] is None else Path(paths[weights]), f"eval.metrics = {metrics}")
+        for weights, metrics in needed.items()
+    ]
