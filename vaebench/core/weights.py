@@ -65,7 +65,7 @@ WEIGHTS: dict[str, WeightsFile] = {
         "inception",
         "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
         "weights-inception-2015-12-05-6726825d.pth",
-        "the FID Inception-v3 (TensorFlow's 2015-12-05 graph, converted; 92 MB): FID, KID, reconstruction FID",
+        "the FID Inception-v3 (TensorFlow's 2015-12-05 graph, converted; 92 MB): FID, KID, recon FID",
         aliases=("pt_inception-2015-12-05-6726825d.pth",),  # pytorch-fid's name for the same weights
     ),
 }

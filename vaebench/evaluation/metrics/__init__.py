@@ -97,7 +97,7 @@ class Metric:
     order: float = 100.0  # reading order in tables
     report: bool = False  # a column of the report's tables and a `--rank-by` choice
     splits: tuple[str, ...] = SPLITS  # the evaluation splits it is computed for
-    requires: str | None = None  # computed only when eval.metrics lists this name (costly metrics)
+    requires: tuple[str, ...] = ()  # computed only when eval.metrics lists one of these (costly metrics)
 
     @property
     def row_label(self) -> str:
@@ -131,7 +131,9 @@ def compute_metrics(ctx: EvalContext) -> dict[str, Any]:
     return {
         f"{ctx.split}/{m.key}": m.compute(ctx)
         for m in ordered()
-        if m.compute is not None and ctx.split in m.splits and (m.requires is None or m.requires in ctx.requested)
+        if m.compute is not None
+        and ctx.split in m.splits
+        and (not m.requires or not set(m.requires).isdisjoint(ctx.requested))
     }
 
 
