@@ -172,6 +172,7 @@ def evaluate_model(
     autocast: torch.dtype | None = None,
     iw_chunk_size: int = IW_CHUNK_SAMPLES,
     forward_images: int | None = None,
+    data_spec: Any = None,
 ) -> EvalResult:
     """Evaluate `model` on the first eval_spec.max_images images of `dataset` (its eval_spec.split).
 
@@ -182,7 +183,8 @@ def evaluate_model(
     `forward_images`, when given, overrides that: batches are grouped and chunks sized (`forward_plan`)
     for about that many images per call, each batch keeping its own noise, so the numbers are those
     of one batch at a time up to float rounding. `progress` gets start/update/finish calls, one update
-    per forward pass.
+    per forward pass. `data_spec`, the run's data section, is needed only by eval.metrics (the quality
+    protocol records the data's crop and fingerprint).
     """
     num = _num_images(dataset, eval_spec)
     batch_size, K = eval_spec.batch_size, eval_spec.iw_samples
@@ -207,6 +209,7 @@ def evaluate_model(
             progress.finish()
 
     ctx = _context(collected, eval_spec, model, dataset, device)
+    ctx.data_spec = data_spec
     metrics = compute_metrics(ctx)  # every registered metric (`vaebench.evaluation.metrics`)
     per_dim = _per_dim(ctx, eval_spec.active_threshold)
     settings = {
@@ -229,6 +232,8 @@ def evaluate_model(
         "device": str(device),
         "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
     }
+    if "quality_protocol" in ctx.extra:  # eval.metrics: everything the quality scores depend on
+        settings["quality"] = ctx.extra["quality_protocol"]
     return EvalResult(metrics, per_dim, settings, _standard_errors(ctx), ctx.per_image)
 
 
@@ -360,7 +365,7 @@ def settings_key(settings: dict[str, Any]) -> str:
         f"checkpoint={s['checkpoint']},K={s['iw_samples']},images={s['num_images']},"
         f"batch={s['batch_size']},mi_batch={s['mi_batch_size']},seed={s['seed']},"
         f"threshold={s['active_threshold']:g},likelihood={s['likelihood']},autocast={s['autocast'] or 'off'}"
-    )
+    ) + (f",quality={s['quality']['id']}" if "quality" in s else "")
 
 
 def evaluate_run(
@@ -409,7 +414,15 @@ def evaluate_run(
     started = time.perf_counter()
     forward_images = EVAL_FORWARD_IMAGES_CUDA if dev.type == "cuda" else None
     result = evaluate_model(
-        model, dataset, eval_spec, likelihood, dev, progress, autocast=amp, forward_images=forward_images
+        model,
+        dataset,
+        eval_spec,
+        likelihood,
+        dev,
+        progress,
+        autocast=amp,
+        forward_images=forward_images,
+        data_spec=spec.data,
     )
     result.metrics[f"{eval_spec.split}/checkpoint_step"] = step
     result.settings |= {
