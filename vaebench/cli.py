@@ -576,11 +576,23 @@ def evaluation_table(split: str, results: list[tuple[Path, dict]]) -> Table:
     for m in ordered_metrics():
         if not m.fmt:
             continue  # a list (kl_per_dim): in eval/<split>.json, not in a table
+        values = [metrics.get(f"{split}/{m.key}") for _, metrics in results]
+        if m.requires and all(v is None for v in values):
+            continue  # eval.metrics did not ask for it
+        table.add_row(
+            m.row_label, *("-" if not isinstance(v, (int, float)) else format(v, m.fmt) for v in values)
+        )
+    protocols = [metrics.get(f"{split}/quality_protocol") for _, metrics in results]
+    if any(protocols):  # which protocol the quality scores were made under, and whether they compare
         cells = []
-        for _, metrics in results:
-            value = metrics.get(f"{split}/{m.key}")
-            cells.append("-" if not isinstance(value, (int, float)) else format(value, m.fmt))
-        table.add_row(m.row_label, *cells)
+        for protocol, (_, metrics) in zip(protocols, results, strict=True):
+            random = metrics.get(f"{split}/quality_comparable") is False
+            cells.append(
+                "-"
+                if protocol is None
+                else f"{protocol}{' (random weights: not comparable)' if random else ''}"
+            )
+        table.add_row("quality protocol", *cells)
     return table
 
 

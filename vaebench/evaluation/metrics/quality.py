@@ -60,8 +60,8 @@ register(Metric(
     order=37, report=True, requires=("ssim",),
 ))  # fmt: skip
 for _key, _label, _fmt in (
-    ("quality_protocol", "quality protocol", "s"),
-    ("quality_comparable", "comparable to published scores", ""),
+    ("quality_protocol", "quality protocol", ""),  # fmt "": not a number (a sweep cannot optimise it)
+    ("quality_comparable", "pretrained weights", ""),
     ("quality_samples", "prior samples", "d"),
     ("quality_reference_images", "reference images", "d"),
 ):
