@@ -21,6 +21,26 @@ fi
 mkdir -p "$dest"
 rm -f "$dest"/*.whl  # one version of each: an old one beside a new one stops the install there
 "$PY" -m pip download -q --no-deps --only-binary=:all: "${platform[@]}" -d "$dest" -r benchmarks/gpu_wheels.txt
+"$PY" -m pip download -q --no-deps --only-binary=:all: "${platform[@]}" -d "$dest" -r benchmarks/gpu_wheels_nodeps.txt
+# Each of those needs only what the machines hold: every Requires-Dist name is in their package list.
+"$PY" - "$dest" <<'PYEOF'
+import re, sys, zipfile
+from pathlib import Path
+have = {l.strip().lower().replace("_", "-") for l in Path("benchmarks/gpu_machine_packages.txt").read_text().splitlines()
+        if l.strip() and not l.startswith("#")}
+wanted = [l.split("==")[0].strip().lower() for l in Path("benchmarks/gpu_wheels_nodeps.txt").read_text().splitlines()
+          if l.strip() and not l.startswith("#")]
+for wheel in Path(sys.argv[1]).glob("*.whl"):
+    name = wheel.name.split("-")[0].lower().replace("_", "-")
+    if name not in wanted:
+        continue
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        needs = re.findall(r"^Requires-Dist: ([A-Za-z0-9_.-]+)(?![^\n]*extra ==)", z.read(meta).decode(), re.M)
+    missing = sorted({n.lower().replace("_", "-") for n in needs} - have)
+    if missing:
+        sys.exit(f"gpu_wheels: {wheel.name} needs {missing}, which the GPU machines lack: add their wheels")
+PYEOF
 
 # The set must be complete: resolve it with no index and no other source of packages than $dest.
 check=$(mktemp -d)
