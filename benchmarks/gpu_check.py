@@ -6,7 +6,7 @@
     bash benchmarks/gpu_check.sh --dry-run [OUT_DIR]                # on a CPU at toy sizes (CI): minutes
     python benchmarks/gpu_check.py --list                           # the stages and their limits
 
-Stages, in order (see STAGES): env, tests, objectives, train, eval, packing, data. A stage that fails or
+Stages, in order (see STAGES): env, tests, objectives, train, eval, packing, features, data. A stage that fails or
 runs out of time does not stop the next ones (except env: nothing runs without vaebench importing).
 OUT_DIR (default benchmarks/results) gets few files, so that they all come back from a machine that
 returns at most 8:
@@ -117,6 +117,9 @@ STAGES = [
            "--packing-seconds", "10", "--json", "{json}"],
           [PY, f"{BENCH}/throughput.py", "--parts", "packing", "--packing", "2", "--dry-run",
            "--json", "{json}"]),
+    Stage("features", 30, 240, "quality metrics' extractors: images/s, FLOPs, 10k/50k-sample projections",
+          [PY, f"{BENCH}/features.py", "--json", "{json}"],
+          [PY, f"{BENCH}/features.py", "--dry-run", "--json", "{json}"]),
     Stage("data", 20, 180, "the JPEG path against the prepared cache (CPU)",
           [PY, f"{BENCH}/data.py", "--images", "1000", "--seconds", "1", "--json", "{json}"],
           [PY, f"{BENCH}/data.py", "--images", "64", "--seconds", "0.2", "--workers", "1",
