@@ -39,7 +39,9 @@ class Images(Dataset):
     def __init__(self, n: int, seed: int) -> None:
         g = torch.Generator().manual_seed(seed)
         coarse = torch.rand(n, 3, 8, 8, generator=g)
-        self.images = (torch.nn.functional.interpolate(coarse, size=64, mode="bilinear") * 255).to(torch.uint8)
+        self.images = (torch.nn.functional.interpolate(coarse, size=64, mode="bilinear") * 255).to(
+            torch.uint8
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -48,36 +50,43 @@ class Images(Dataset):
         return self.images[i]
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_fid_and_kid_equal_torch_fidelitys_under_the_same_weights(weights: dict[str, Path]) -> None:
-    real, fake = Images(12, 0), Images(12, 1)
+    real, fake = Images(5, 0), Images(5, 1)
+    fake.images = 255 - fake.images // 2  # brighter: a distance well above float rounding
     inception = extractors.build_extractor("inception", weights["inception"], CPU)
     f_real = extractors.extract(inception, [real.images], CPU).double()
     f_fake = extractors.extract(inception, [fake.images], CPU).double()
-    fid = statistics.frechet_distance(*statistics.feature_statistics(f_real), *statistics.feature_statistics(f_fake))
-    kid_mean, kid_std = statistics.kid(f_real, f_fake, 12, 2, seed=0)  # subset = everything: no sampling
+    fid = statistics.frechet_distance(
+        *statistics.feature_statistics(f_real), *statistics.feature_statistics(f_fake)
+    )
+    kid_mean, kid_std = statistics.kid(f_real, f_fake, 5, 2, seed=0)  # subset = everything: no sampling
     peer = torch_fidelity.calculate_metrics(
-        input1=fake, input2=real, fid=True, kid=True, kid_subset_size=12, kid_subsets=2, cuda=False,
-        feature_extractor_weights_path=str(weights["inception"]), verbose=False, cache=False, batch_size=12,
+        input1=fake, input2=real, fid=True, kid=True, kid_subset_size=5, kid_subsets=2, cuda=False,
+        feature_extractor_weights_path=str(weights["inception"]), verbose=False, cache=False, batch_size=5,
     )  # fmt: skip
-    assert fid > 0
+    assert fid > 1 and kid_mean > 1e-3
     assert fid == pytest.approx(peer["frechet_inception_distance"], rel=1e-5)
-    assert kid_mean == pytest.approx(peer["kernel_inception_distance_mean"], rel=1e-5)
+    # torch-fidelity's kernel sums are float32, vaebench's float64: agreement to float32 rounding
+    assert kid_mean == pytest.approx(peer["kernel_inception_distance_mean"], rel=1e-4)
     assert kid_std == pytest.approx(peer["kernel_inception_distance_std"], abs=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_precision_and_recall_equal_torch_fidelitys_on_vgg16_fc2(weights: dict[str, Path]) -> None:
-    real, fake = Images(10, 0), Images(10, 2)
+    real, fake = Images(6, 0), Images(6, 2)
     vgg = extractors.build_extractor("vgg16", weights["vgg16"], CPU)
     precision, recall = statistics.precision_recall(
         extractors.extract(vgg, [real.images], CPU), extractors.extract(vgg, [fake.images], CPU), k=3
     )
     peer = torch_fidelity.calculate_metrics(
         input1=fake, input2=real, prc=True, feature_extractor="vgg16", cuda=False,
-        feature_extractor_weights_path=str(weights["vgg16"]), verbose=False, cache=False, batch_size=10,
+        feature_extractor_weights_path=str(weights["vgg16"]), verbose=False, cache=False, batch_size=6,
     )  # fmt: skip
     assert (precision, recall) == pytest.approx((peer["precision"], peer["recall"]), abs=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:torchvision")
 def test_lpips_equals_the_lpips_package_with_the_same_backbone(
     weights: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,13 +156,13 @@ def test_a_run_asking_for_every_quality_metric_records_scores_and_their_protocol
     assert len(list(cache.glob("synthetic-test-*.pt"))) == 2  # Inception and VGG16 reference features
 
     # Evaluating again reads the reference features from the cache and gives the same scores.
-    again = evaluate_run(run_dir, checkpoint="best", device="cpu")
-    assert again["test/fid"] == summary["test/fid"] and again["test/recall"] == summary["test/recall"]
+    again = evaluate_run(run_dir, checkpoint="best", device="cpu", metrics=["fid"])
+    assert again["test/fid"] == summary["test/fid"] and "test/recall" not in again
     record = read_json(run_dir / "eval" / "test.json")
     assert record["results"][record["latest"]]["settings"]["quality"]["reference_from_cache"] == {
-        "inception": True,
-        "vgg16": True,
+        "inception": True
     }
+    assert len(record["results"]) == 2  # the same protocol id, other metrics: kept apart, not replaced
 
 
 def test_the_protocol_id_changes_with_what_changes_the_numbers(tmp_path: Path) -> None:

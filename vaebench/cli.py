@@ -615,8 +615,16 @@ def evaluate(
         CheckpointChoice, typer.Option(help="Which checkpoint to evaluate.")
     ] = CheckpointChoice.best,
     device: DeviceOption = "auto",
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="Quality metrics to compute, comma-separated: fid,kid,recon_fid,precision_recall,lpips,"
+            "ssim ('none' for none; default: the run's eval.metrics)."
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate trained runs (bits/dim bounds, reconstruction, latent usage) and record the results.
+    """Evaluate trained runs (bits/dim bounds, reconstruction, latent usage, and the quality metrics of
+    eval.metrics) and record the results.
 
     Results go to each run's eval/<split>.json (one entry per settings, earlier ones kept) and
     summary.json (latest evaluation wins).
@@ -625,6 +633,11 @@ def evaluate(
     from vaebench.evaluation.evaluate import evaluate_run
     from vaebench.runs.trained import check_run_folder, load_run_spec
 
+    quality_metrics = None
+    if metrics is not None:
+        quality_metrics = (
+            [] if metrics.strip() == "none" else [m.strip() for m in metrics.split(",") if m.strip()]
+        )
     with user_errors():
         for run_dir in run_dirs:  # every folder checked before the first (slow) evaluation
             check_run_folder(run_dir, checkpoint.value)
@@ -635,7 +648,7 @@ def evaluate(
             for run_dir in run_dirs:
                 run_split = split.value if split is not None else load_run_spec(run_dir).eval.split
                 splits.add(run_split)
-                metrics = evaluate_run(
+                scores = evaluate_run(
                     run_dir,
                     split=run_split,
                     iw_samples=iw_samples,
@@ -643,8 +656,9 @@ def evaluate(
                     checkpoint=checkpoint.value,
                     device=device,
                     progress=progress,
+                    metrics=quality_metrics,
                 )
-                results.append((run_dir, metrics))
+                results.append((run_dir, scores))
                 progress.run_done()
     for one_split in sorted(splits):
         console.print(evaluation_table(one_split, results))

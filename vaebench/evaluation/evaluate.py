@@ -233,6 +233,7 @@ def evaluate_model(
         "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
     }
     if "quality_protocol" in ctx.extra:  # eval.metrics: everything the quality scores depend on
+        settings["metrics"] = list(eval_spec.metrics)
         settings["quality"] = ctx.extra["quality_protocol"]
     return EvalResult(metrics, per_dim, settings, _standard_errors(ctx), ctx.per_image)
 
@@ -365,7 +366,7 @@ def settings_key(settings: dict[str, Any]) -> str:
         f"checkpoint={s['checkpoint']},K={s['iw_samples']},images={s['num_images']},"
         f"batch={s['batch_size']},mi_batch={s['mi_batch_size']},seed={s['seed']},"
         f"threshold={s['active_threshold']:g},likelihood={s['likelihood']},autocast={s['autocast'] or 'off'}"
-    ) + (f",quality={s['quality']['id']}" if "quality" in s else "")
+    ) + (f",quality={s['quality']['id']}:{'+'.join(s['metrics'])}" if "quality" in s else "")
 
 
 def evaluate_run(
@@ -380,10 +381,12 @@ def evaluate_run(
     tracker: Tracker | None = None,
     tracker_step: int | None = None,
     likelihood: Likelihood = "discretized",
+    metrics: list[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate checkpoints/<checkpoint>.pt of a run folder, record the result and return its flat keys.
 
-    Settings are the run's `eval` section, with split / iw_samples / batch_size replaced when given.
+    Settings are the run's `eval` section, with split / iw_samples / batch_size / metrics (eval.metrics:
+    the quality metrics, [] for none) replaced when given.
     bf16 autocast is used only on CUDA and only if the run's train.precision asks for it (as in
     training). Records:
     - eval/<split>.json: {"latest": key, "results": {key: record}} with one record per distinct
@@ -398,7 +401,7 @@ def evaluate_run(
     spec = load_run_spec(paths.root)
     ckpt_file = checkpoint_path(paths.root, checkpoint)
     check_summary(paths)  # before the work, so that a damaged summary.json cannot fail it at the end
-    overrides = {"split": split, "iw_samples": iw_samples, "batch_size": batch_size}
+    overrides = {"split": split, "iw_samples": iw_samples, "batch_size": batch_size, "metrics": metrics}
     try:
         eval_spec = EvalSpec.model_validate(
             {**spec.eval.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}

@@ -46,7 +46,8 @@ def summary_metrics(spec: RunSpec) -> list[str]:
     evaluation = [
         f"{split}/{m.key}"
         for m in ordered_metrics()
-        if m.fmt and split in m.splits  # fmt "": a list (kl_per_dim), not a number to optimise
+        if m.fmt
+        and split in m.splits  # fmt "": a list (kl_per_dim), not a number to optimise
         and (not m.requires or not set(m.requires).isdisjoint(spec.eval.metrics))  # eval.metrics asks
     ]
     train = [*(f"train/{t}" for t in terms), *SCHEDULE_KEYS]
