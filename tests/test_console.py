@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from vaebench.core.weights import WEIGHTS
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 PARALLEL_HELP = (
     "Runs at once, each a `vaebench run` subprocess with its own log: one per --devices entry (GPU), "
@@ -61,11 +63,12 @@ def vaebench(cwd: Path, columns: str | None, *argvs: list[str]) -> list[subproce
 @pytest.mark.slow
 @pytest.mark.parametrize("columns", [None, "40", "500"], ids=["COLUMNS-unset", "COLUMNS-40", "COLUMNS-500"])
 def test_cli_output_in_a_pipe_is_never_wrapped_whatever_the_path_or_columns(
-    deep_folder: Path, columns: str | None
+    deep_folder: Path, columns: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(deep_folder / "empty_torch_home"))
     quickstart = deep_folder / "experiments" / "quickstart.yaml"
     missing = deep_folder / "experiments" / "no-such-experiment.yaml"
-    ok, error, table, usage, help_ = vaebench(
+    ok, error, table, usage, help_, weights = vaebench(
         deep_folder,
         columns,
         ["spec", "validate", str(quickstart)],
@@ -73,6 +76,7 @@ def test_cli_output_in_a_pipe_is_never_wrapped_whatever_the_path_or_columns(
         ["spec", "show", str(deep_folder / "experiments" / "ablation.yaml")],
         ["run", str(quickstart), "--device", "gpu"],
         ["run", "--help"],
+        ["weights", "list", "vgg16"],
     )
 
     assert ok.returncode == 0, ok.stderr
@@ -95,6 +99,14 @@ def test_cli_output_in_a_pipe_is_never_wrapped_whatever_the_path_or_columns(
     ), usage.stderr
     assert help_.returncode == 0
     assert any(PARALLEL_HELP in line for line in help_.stdout.splitlines()), help_.stdout
+
+    # what each weights file is for, on one line (the torch hub cache is empty)
+    assert weights.returncode == 0, weights.stderr
+    assert weights.stdout.splitlines()[:2] == [
+        "vgg16: missing: run `vaebench weights fetch vgg16`",
+        "  file: vgg16-397923af.pth (https://download.pytorch.org/models/vgg16-397923af.pth)",
+    ]
+    assert f"  used by: {WEIGHTS['vgg16'].description}" in weights.stdout.splitlines()
 
 
 def test_a_console_on_a_pipe_keeps_rules_and_short_tables_at_the_usual_width() -> None:

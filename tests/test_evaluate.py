@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
+import vaebench.evaluation.evaluate as evaluate_module
 from vaebench.cli import app
 from vaebench.config.experiments import Variant
 from vaebench.config.spec import RunSpec
+from vaebench.core.errors import UserError
 from vaebench.data import build_dataset
 from vaebench.evaluation.evaluate import EvalResult, evaluate_model, evaluate_run
 from vaebench.launch.runner import run_one
@@ -245,6 +248,33 @@ def test_cli_evaluate_rejects_what_is_not_a_run_folder(run: Path, tmp_path: Path
     (run / "checkpoints" / "best.pt").unlink()
     result = runner.invoke(app, ["evaluate", str(run)])
     assert result.exit_code == 1 and "--checkpoint last" in result.output
+
+
+def test_evaluating_a_run_that_asks_for_fid_without_its_weights_stops_before_loading_any_model(
+    trained: Path, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vaebench evaluate PLAIN RUN`, where RUN's eval.metrics asks for FID and the torch hub cache is
+    empty: an error naming the file and the fetch command, before even PLAIN is evaluated."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    plain = Path(shutil.copytree(trained, tmp_path / "plain"))
+    document = yaml.safe_load((run / "spec.yaml").read_text())
+    document["spec"]["eval"]["metrics"] = ["fid"]
+    (run / "spec.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    summary = (run / "summary.json").read_text()
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(evaluate_module, "load_trained_model", no_model)
+    result = runner.invoke(app, ["evaluate", str(plain), str(run), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    error = next(line for line in result.output.splitlines() if line.startswith("error:"))
+    assert error.startswith("error: eval.metrics = [fid] needs the inception weights")
+    assert "weights-inception-2015-12-05-6726825d.pth" in error
+    assert "`vaebench weights fetch inception`" in error
+    with pytest.raises(UserError, match="vaebench weights fetch inception"):  # the function checks too
+        evaluate_run(run, device="cpu")
+    assert (run / "summary.json").read_text() == summary
 
 
 @pytest.mark.gpu

@@ -7,6 +7,7 @@ import inspect
 import os
 import re
 import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,12 +62,20 @@ app = typer.Typer(
 )
 spec_app = typer.Typer(help="Inspect and validate experiment files.", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
+weights_app = typer.Typer(
+    help="Pretrained weights (VGG16, the FID Inception): download them and check their hashes.",
+    no_args_is_help=True,
+)
 app.add_typer(spec_app, name="spec")
 app.add_typer(data_app, name="data")
+app.add_typer(weights_app, name="weights")
 
 # Wrapped at a terminal's width on a terminal, never wrapped elsewhere (vaebench.core.console).
 console = make_console()
 err_console = make_console(stderr=True)
+
+# Keyword arguments of a message printed as whole lines: no markup highlighting, never wrapped.
+PLAIN: dict[str, Any] = {"highlight": False, "soft_wrap": True}
 
 # Extra `--dotted.key=value` arguments (what a W&B agent appends) are read from ctx.args.
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -175,6 +184,93 @@ def data_prepare(
                 console.print(f"{v.experiment}: {v.spec.data.kind} data needs no preparation.")
             for split, path in written.items():
                 console.print(f"[green]{split}[/]: {path}")
+
+
+def weights_names(names: list[str] | None) -> list[str]:
+    """The registered weights NAMES asks for (all of them when none is given); a UserError names the
+    registered ones when a name is not among them."""
+    from vaebench.core.weights import WEIGHTS
+
+    unknown = [n for n in names or [] if n not in WEIGHTS]
+    if unknown:
+        raise UserError(
+            f"Unknown weights {', '.join(unknown)}: the registered ones are {', '.join(WEIGHTS)}."
+        )
+    return list(dict.fromkeys(names or WEIGHTS))
+
+
+WeightsNames = Annotated[
+    list[str] | None,
+    typer.Argument(help="Weights to act on, e.g. vgg16 inception (default: all).", show_default=False),
+]
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: WeightsNames = None,
+    mirror: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Download <URL>/<file name> instead of each file's own address."),
+    ] = None,
+) -> None:
+    """Download weights into the torch hub cache (TORCH_HOME), checking each file's pinned SHA-256.
+
+    A file already there with the right hash is kept; a failed download leaves nothing behind. The others
+    are still fetched when one fails, and the command then exits 1.
+    """
+    from vaebench.core.console import is_terminal
+    from vaebench.core.weights import WEIGHTS, fetch_weights, weights_status
+
+    with user_errors():
+        wanted = weights_names(names)
+    failed = False
+    for name in wanted:
+        status = weights_status(name)
+        if status.state == "verified":
+            console.print(f"{name}: already there, SHA-256 verified: {escape(str(status.found))}", **PLAIN)
+            continue
+        entry = WEIGHTS[name]
+        source = entry.url if mirror is None else f"{mirror.rstrip('/')}/{entry.filename}"
+        console.print(f"{name}: downloading {escape(source)}", **PLAIN)
+        try:  # torch.hub's progress bar on a terminal only: its redrawn line is noise in a log
+            path = fetch_weights(name, mirror, progress=is_terminal(sys.stderr))
+        except UserError as err:
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", **PLAIN)
+            failed = True
+            continue
+        console.print(f"[green]{name}[/]: downloaded, SHA-256 verified: {escape(str(path))}", **PLAIN)
+    if failed:
+        raise typer.Exit(1)
+
+
+@weights_app.command("list")
+def weights_list(names: WeightsNames = None) -> None:
+    """Each registered weights file: what uses it, where it is looked for, and whether it is there with
+    its pinned SHA-256 (verified), absent (missing) or another file (wrong hash)."""
+    from vaebench.core.weights import WEIGHTS, fetch_command, weights_status
+
+    with user_errors():
+        wanted = weights_names(names)
+    colours = {"verified": "green", "missing": "yellow", "wrong hash": "red"}
+    for i, name in enumerate(wanted):
+        entry, status = WEIGHTS[name], weights_status(name)
+        if status.state == "verified":
+            state = f"verified ({status.found})"
+        elif status.state == "missing":
+            state = f"missing: run `{fetch_command(name)}`"
+        else:
+            state = (
+                f"wrong hash: {status.found} has SHA-256 {(status.digest or '')[:12]}..., the name pins "
+                f"{entry.hash_prefix}; delete it and run `{fetch_command(name)}`"
+            )
+        lines = [
+            *([""] * (i > 0)),  # a blank line between entries
+            f"[bold]{name}[/]: [{colours[status.state]}]{escape(state)}[/]",
+            f"  file: {escape(entry.filename)} ({escape(entry.url)})",
+            f"  used by: {escape(entry.description)}",
+            f"  looked for at: {escape(', '.join(str(p) for p in status.looked))}",
+        ]
+        console.print("\n".join(lines), **PLAIN)
 
 
 def parse_device(text: str) -> str:
@@ -631,6 +727,7 @@ def evaluate(
     """
     from vaebench.core.progress import RichProgress
     from vaebench.evaluation.evaluate import evaluate_run
+    from vaebench.evaluation.quality import check_required_weights
     from vaebench.runs.trained import check_run_folder, load_run_spec
 
     quality_metrics = None
@@ -641,6 +738,7 @@ def evaluate(
     with user_errors():
         for run_dir in run_dirs:  # every folder checked before the first (slow) evaluation
             check_run_folder(run_dir, checkpoint.value)
+            check_required_weights(load_run_spec(run_dir).eval)  # its eval.metrics' pretrained weights
         results: list[tuple[Path, dict]] = []
         splits = set()
         with RichProgress(console) as progress:

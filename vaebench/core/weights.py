@@ -16,6 +16,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 import torch
@@ -98,6 +99,35 @@ def locate_weights(name: str, path: Path | None = None) -> Path | None:
     return next((p for p in WEIGHTS[name].candidates() if p.is_file()), None)
 
 
+WeightsState = Literal["verified", "missing", "wrong hash"]
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """What `weights_status` found for one weights file: the answer of `vaebench weights list`."""
+
+    name: str
+    state: WeightsState
+    looked: tuple[Path, ...]  # where it was looked for: the spec's path, or the hub-cache candidates
+    found: Path | None  # the file looked at (None when missing)
+    digest: str | None  # its SHA-256 (hex; None when missing)
+
+
+def weights_status(name: str, path: Path | None = None) -> WeightsStatus:
+    """Whether weights `name` (at `path`, else in the hub cache) are there with the pinned hash.
+
+    Reads the whole file once per process (`sha256_file`); downloads nothing.
+    """
+    entry = WEIGHTS[name]
+    found = locate_weights(name, path)
+    looked = tuple(entry.candidates()) if path is None else (Path(path).expanduser(),)
+    if found is None or not found.is_file():
+        return WeightsStatus(name, "missing", looked, None, None)
+    digest = sha256_file(found)
+    state: WeightsState = "verified" if digest.startswith(entry.hash_prefix) else "wrong hash"
+    return WeightsStatus(name, state, looked, found, digest)
+
+
 def verified_weights(name: str, path: Path | None = None, purpose: str = "") -> Path:
     """The path of weights `name`, checked against the hash pinned in its file name; UserError otherwise.
 
@@ -105,38 +135,53 @@ def verified_weights(name: str, path: Path | None = None, purpose: str = "") -> 
     says what needs the file (a spec field), for the error message. Nothing is downloaded here.
     """
     entry = WEIGHTS[name]
-    found = locate_weights(name, path)
+    status = weights_status(name, path)
     needed = f"{purpose} needs" if purpose else "vaebench needs"
-    if found is None or not found.is_file():
-        looked = [str(found)] if path is not None else [str(p) for p in entry.candidates()]
-        raise UserError(
-            f"{needed} the {entry.description} weights, file {entry.filename}; it was looked for at "
-            f"{' and '.join(looked)} and is not there. Run `{fetch_command(name)}` on a machine with "
-            f"internet access (it downloads {entry.url} into the torch hub cache and checks its hash), "
-            f"or copy the file there from another machine's cache (TORCH_HOME sets the cache folder)."
+    what = f"{needed} the {name} weights, file {entry.filename} ({entry.description})"
+    fetch = f"`{fetch_command(name)}`"
+    if status.state == "missing":
+        looked = " and ".join(str(p) for p in status.looked)
+        if path is not None:
+            how = (
+                f"Copy {entry.filename} there, or leave that path unset to use the torch hub cache, "
+                f"where {fetch} puts it ({entry.cache_path()})."
+            )
+        else:
+            how = (
+                f"Run {fetch} on a machine with internet access (it downloads {entry.url} into the torch "
+                f"hub cache and checks its hash), or copy the file there from another machine's cache "
+                f"(TORCH_HOME sets the cache folder)."
+            )
+        raise UserError(f"{what}; it was looked for at {looked} and is not there. {how}")
+    if status.state == "wrong hash":
+        assert status.found is not None and status.digest is not None
+        fix = (
+            f"Delete it and run {fetch}."
+            if path is None
+            else f"Replace it with {entry.filename} ({fetch} downloads it into the torch hub cache)."
         )
-    digest = sha256_file(found)
-    if not digest.startswith(entry.hash_prefix):
         raise UserError(
-            f"{needed} the {entry.description} weights, but {found} is not that file: its SHA-256 starts "
-            f"{digest[:12]}, and {entry.filename} pins {entry.hash_prefix} (a truncated download, or "
-            f"other weights under its name). Delete it and run `{fetch_command(name)}`."
+            f"{what}, but {status.found} is not that file: its SHA-256 starts {status.digest[:12]}, and "
+            f"{entry.filename} pins {entry.hash_prefix} (a truncated download, or other weights under its "
+            f"name). {fix}"
         )
-    return found
+    assert status.found is not None
+    return status.found
 
 
 def fetch_weights(name: str, mirror: str | None = None, progress: bool = True) -> Path:
     """Download weights `name` into the torch hub cache (from `mirror`/<filename> when given) and return
-    the path; a file already there with the right hash is kept and nothing is downloaded.
+    the path; a file already there with the right hash is kept and nothing is downloaded, while one with
+    another hash under the file's name is replaced once the download has passed the hash check.
 
     torch.hub writes to a temporary file beside the target and checks the SHA-256 prefix before moving
     it into place, so an interrupted, truncated or corrupted download leaves nothing behind.
     """
     entry = WEIGHTS[name]
     path = entry.cache_path()
-    existing = locate_weights(name)
-    if existing is not None and sha256_file(existing).startswith(entry.hash_prefix):
-        return existing
+    status = weights_status(name)
+    if status.state == "verified" and status.found is not None:
+        return status.found
     url = entry.url if mirror is None else f"{mirror.rstrip('/')}/{entry.filename}"
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = socket.getdefaulttimeout()
@@ -144,10 +189,16 @@ def fetch_weights(name: str, mirror: str | None = None, progress: bool = True) -
     try:
         torch.hub.download_url_to_file(url, str(path), hash_prefix=entry.hash_prefix, progress=progress)
     except Exception as error:  # no network, DNS, timeout, HTTP error, truncated body, hash mismatch
+        why = f"{type(error).__name__}: {error}"
+        if isinstance(error, RuntimeError) and "invalid hash value" in str(error):
+            why = (
+                f"the bytes received are not {entry.filename}, whose name pins SHA-256 {entry.hash_prefix}: "
+                f"a truncated download or another file at that address; {why}"
+            )
         raise UserError(
-            f"Downloading the {name} weights from {url} failed ({type(error).__name__}: {error}); "
-            f"nothing was written to {path}. Check the network (or --mirror) and run "
-            f"`{fetch_command(name)}` again, or copy {entry.filename} there from another machine."
+            f"Downloading the {name} weights from {url} failed ({why}); nothing was written to {path}. "
+            f"Check the network (or --mirror) and run `{fetch_command(name)}` again, or copy "
+            f"{entry.filename} there from another machine."
         ) from None
     finally:
         socket.setdefaulttimeout(previous)

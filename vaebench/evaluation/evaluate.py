@@ -65,6 +65,7 @@ from vaebench.data.batches import eval_batches, to_float
 from vaebench.evaluation.estimators import RowBlockGenerators, elbo, iw_log_likelihood
 from vaebench.evaluation.metrics import EvalContext, compute_metrics
 from vaebench.evaluation.metrics.latent import COLLAPSE_THRESHOLD_NATS
+from vaebench.evaluation.quality import check_required_weights
 from vaebench.model.vae import VAE
 from vaebench.runs.checkpoint import load_checkpoint
 from vaebench.runs.document import read_run_document, training_summary, update_summary
@@ -408,6 +409,7 @@ def evaluate_run(
         )
     except pydantic.ValidationError as e:
         raise UserError(f"invalid evaluation settings for {paths.root}:\n{e}") from None
+    check_required_weights(eval_spec)  # the quality metrics' weights, before the model and data load
     dev = device if isinstance(device, torch.device) else resolve_device(device)
 
     model, step = load_trained_model(ckpt_file, spec, dev)

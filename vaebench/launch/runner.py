@@ -29,6 +29,7 @@ from vaebench.data.batches import eval_batches, to_float
 from vaebench.data.spec import SyntheticDataSpec
 from vaebench.evaluation.evaluate import evaluate_run
 from vaebench.evaluation.figures import standard_figures
+from vaebench.evaluation.quality import check_required_weights
 from vaebench.launch.workers import Board, Executor, Job, Outcome, error_line, python_vaebench, run_pool
 from vaebench.runs.checkpoint import load_checkpoint
 from vaebench.runs.document import read_run_document, run_document, training_summary, update_summary
@@ -120,7 +121,13 @@ def check_synthetic_memory(spec: RunSpec, memory: int | None = None) -> None:
 
 
 def preflight(plan: Sequence[PlannedRun]) -> None:
-    """Check, before the first step of the first run, what a person must fix: data, memory, VGG weights."""
+    """Check, before the first step of the first run, what a person must fix: data, memory, pretrained
+    weights (VGG16 for the perceptual loss, downloaded when absent; the quality metrics' weights, which
+    are never downloaded here: `vaebench weights fetch` does that, on a machine with internet access).
+
+    The quality metrics' weights are checked only for runs that evaluate when they finish (eval.at_end):
+    a run evaluated later by `vaebench evaluate` is checked there.
+    """
     from vaebench.data import check_data
     from vaebench.objectives.perceptual import check_vgg_weights_available
 
@@ -134,6 +141,8 @@ def preflight(plan: Sequence[PlannedRun]) -> None:
             checked.add(key)
         if spec.loss.perceptual_weight > 0 and spec.loss.vgg_weights == "imagenet":
             check_vgg_weights_available()
+        if spec.eval.at_end:
+            check_required_weights(spec.eval)  # each file is hashed once per process (sha256_file)
 
 
 def train_path(spec: RunSpec, device: torch.device, fast_path: bool | None = None) -> TrainPath:

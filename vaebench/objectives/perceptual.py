@@ -1,26 +1,25 @@
 """VGG16 perceptual loss (Johnson et al. 2016): squared distances between frozen VGG16 activations.
 
-The ImageNet weights are read from the torch hub cache. When the file is absent they are downloaded there
-with torchvision's own download (and its progress bar) before training starts; where that fails (cluster
-nodes often have no internet) `check_vgg_weights_available()` fails fast with instructions, before a
-run has used its queue slot on data loading.
+The ImageNet weights are torchvision's vgg16-397923af.pth, `vaebench.core.weights.WEIGHTS["vgg16"]`,
+read from the torch hub cache and checked against the SHA-256 its name pins each time they are loaded.
+When the file is absent it is downloaded there (`fetch_weights`, torch.hub's download with its progress
+bar and hash check) before training starts; where that fails (cluster nodes often have no internet)
+`check_vgg_weights_available()` fails fast with instructions, before a run has used its queue slot on
+data loading. `load_vgg16_state` is the one loader of the file, for the evaluation's VGG16 too.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import VGG16_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from vaebench.core.errors import UserError
+from vaebench.core.weights import WEIGHTS, fetch_command, fetch_weights, locate_weights, verified_weights
 
 VGG_LAYER_INDEX: dict[str, int] = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
 """Index, in torchvision's `vgg16().features`, of the ReLU whose output each layer name denotes."""
@@ -28,60 +27,51 @@ VGG_LAYER_INDEX: dict[str, int] = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "r
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
+PERCEPTUAL_PURPOSE = "The perceptual loss (loss.perceptual_weight > 0 with loss.vgg_weights = imagenet)"
+
 
 def vgg16_weights_path() -> Path:
-    """Where torchvision caches VGG16_Weights.IMAGENET1K_V1.
-
-    That is <torch.hub.get_dir()>/checkpoints/vgg16-397923af.pth, where torch.hub.get_dir() is
-    $TORCH_HOME/hub (default ~/.cache/torch/hub).
-    """
-    filename = os.path.basename(urlparse(VGG16_Weights.IMAGENET1K_V1.url).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
-
-
-DOWNLOAD_TIMEOUT_S = 30.0
-"""Socket timeout of the weights download: a firewall that drops packets fails in seconds, not hours."""
-
-
-def download_vgg_weights(path: Path) -> None:
-    """torchvision's own download of VGG16_Weights.IMAGENET1K_V1 into the torch cache, with a progress bar.
-
-    torch.hub writes to a temporary file beside `path` and checks the SHA-256 prefix in the file name
-    (397923af) before moving it into place, so an interrupted or corrupted download leaves no file.
-    """
-    url = VGG16_Weights.IMAGENET1K_V1.url
-    hash_prefix = path.stem.rsplit("-", 1)[-1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=True)
-    finally:
-        socket.setdefaulttimeout(previous)
+    """Where the ImageNet VGG16 weights are cached: <torch.hub.get_dir()>/checkpoints/vgg16-397923af.pth,
+    where torch.hub.get_dir() is $TORCH_HOME/hub (default ~/.cache/torch/hub); torchvision's place too."""
+    return WEIGHTS["vgg16"].cache_path()
 
 
 def check_vgg_weights_available(download: bool = True) -> Path:
-    """The path of the ImageNet VGG16 weights, downloaded first if absent; a UserError saying how to get
-    them when they are absent and cannot be downloaded (no internet on a cluster node, say)."""
-    path = vgg16_weights_path()
-    if path.is_file():
-        return path
-    url = VGG16_Weights.IMAGENET1K_V1.url
-    why = "downloading is turned off"
-    if download:
+    """The path of the ImageNet VGG16 weights, checked against their pinned hash; downloaded first when
+    absent and `download`. A UserError says how to get them when they are absent and cannot be downloaded
+    (no internet on a cluster node, say), or when the file there is not the pinned one (never replaced
+    here: a wrong file is for a person to look at)."""
+    if download and locate_weights("vgg16") is None:
         try:
-            download_vgg_weights(path)
-            return path
-        except Exception as error:  # no network, DNS, timeout, HTTP error, hash mismatch, full disk
-            why = f"downloading it failed ({type(error).__name__}: {error})"
-    raise UserError(
-        f"The perceptual loss (loss.perceptual_weight > 0, loss.vgg_weights = 'imagenet') needs the "
-        f"VGG16 ImageNet weights at {path}; that file does not exist and {why}. On a machine with "
-        f"internet access run\n"
-        f"    mkdir -p {path.parent} && curl -L -o {path} {url}\n"
-        f"(or copy the file there from another machine's torch cache; set TORCH_HOME to use another "
-        f"cache folder), or set loss.perceptual_weight to 0."
-    )
+            fetch_weights("vgg16", progress=True)
+        except UserError as error:
+            raise UserError(
+                f"{PERCEPTUAL_PURPOSE} needs the VGG16 ImageNet weights, and they are not in the torch hub "
+                f"cache. {error} Or set loss.perceptual_weight to 0."
+            ) from None
+    return verified_weights("vgg16", purpose=PERCEPTUAL_PURPOSE)
+
+
+def load_vgg16_state(path: Path, purpose: str = "") -> dict[str, Tensor]:
+    """torchvision's VGG16 state dict (features.* and classifier.* keys, on the CPU) from `path`.
+
+    The file is checked against the hash `WEIGHTS["vgg16"]` pins first (free after an earlier check in
+    the same process, `sha256_file`), so nothing but the pinned weights is ever loaded; `purpose` names
+    what needs them for the error message. A file that cannot be read as a state dict is a UserError.
+    """
+    path = verified_weights("vgg16", path, purpose)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a file of another format under a planted or edited pin
+        state, why = None, f"{type(error).__name__}: {error}"
+    else:
+        why = f"it holds a {type(state).__name__}, not a state dict of tensors"
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserError(
+            f"Could not read the VGG16 weights at {path} ({why}). Delete the file and run "
+            f"`{fetch_command('vgg16')}`."
+        )
+    return state
 
 
 class VGGPerceptual(nn.Module):
@@ -123,13 +113,7 @@ class VGGPerceptual(nn.Module):
         self.eval()
 
     def _load_imagenet(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a truncated download, a file of another format
-            raise UserError(
-                f"Could not read the VGG16 weights at {path} ({error}). Delete the file and fetch it again "
-                f"from {VGG16_Weights.IMAGENET1K_V1.url}."
-            ) from error
+        state = load_vgg16_state(path, PERCEPTUAL_PURPOSE)
         keep = {f"{i}.{p}" for i, module in enumerate(self.features) for p, _ in module.named_parameters()}
         features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         self.features.load_state_dict({k: v for k, v in features.items() if k in keep})

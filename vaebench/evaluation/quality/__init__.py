@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vaebench.core.weights import verified_weights
+
 WEIGHTS_FOR_METRIC: dict[str, str] = {
     "fid": "inception",
     "kid": "inception",
@@ -23,17 +25,31 @@ WEIGHTS_FOR_METRIC: dict[str, str] = {
 
 
 def required_weights(eval_spec: Any) -> list[tuple[str, Path | None, str]]:
-    """(weights name, the spec's path or None for the hub cache, the spec field that asks) for each weights
+    """(weights name, the spec's path or None for the hub cache, the spec fields that ask) for each weights
     file eval.metrics needs under eval.quality.weights = pretrained; [] under random weights."""
     quality = eval_spec.quality
     if quality.weights != "pretrained":
         return []
-    paths = {"inception": quality.inception_path, "vgg16": quality.vgg_path}
+    fields = {"inception": "inception_path", "vgg16": "vgg_path"}
     needed: dict[str, list[str]] = {}
     for name in eval_spec.metrics:
         if name in WEIGHTS_FOR_METRIC:
             needed.setdefault(WEIGHTS_FOR_METRIC[name], []).append(name)
-    return [
-        (weights, None if paths[weights] is None else Path(paths[weights]), f"eval.metrics = {metrics}")
-        for weights, metrics in needed.items()
-    ]
+    required = []
+    for weights, metrics in needed.items():
+        path = getattr(quality, fields[weights])
+        purpose = f"eval.metrics = [{', '.join(metrics)}]"
+        if path is not None:
+            purpose += f" with eval.quality.{fields[weights]} = {path}"
+        required.append((weights, None if path is None else Path(path), purpose))
+    return required
+
+
+def check_required_weights(eval_spec: Any) -> None:
+    """Check every weights file eval.metrics needs (`required_weights`) against its pinned hash: a
+    UserError naming the file, where it was looked for and `vaebench weights fetch NAME` otherwise.
+
+    Called before anything slow (the run's first training step, a model's loading); downloads nothing.
+    """
+    for name, path, purpose in required_weights(eval_spec):
+        verified_weights(name, path, purpose)
