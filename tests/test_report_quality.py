@@ -6,6 +6,8 @@ test_report.py, with the quality keys `vaebench evaluate` writes when eval.metri
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from test_report import make_run
+from test_report_layout import _browser
 from vaebench.cli import app
 from vaebench.core.errors import UserError
 from vaebench.report import build_report
@@ -32,7 +35,12 @@ PROTOCOL = {
     "weights": "pretrained",
 }
 # bits/dim and FID by (perceptual level, seed): the perceptual loss buys a lower FID with bits/dim
-POINTS = {("off", 0): (4.00, 80.0), ("off", 1): (4.10, 84.0), ("on", 0): (4.40, 55.0), ("on", 1): (4.30, 61.0)}
+POINTS = {
+    ("off", 0): (4.00, 80.0),
+    ("off", 1): (4.10, 84.0),
+    ("on", 0): (4.40, 55.0),
+    ("on", 1): (4.30, 61.0),
+}
 
 
 def quality_run(
@@ -44,8 +52,10 @@ def quality_run(
     *,
     protocol: dict[str, Any] = PROTOCOL,
     comparable: bool = True,
+    more: dict[str, float] | None = None,
 ) -> Path:
-    """A finished run of the perceptual on/off grid with the quality keys and its protocol record."""
+    """A finished run of the perceptual on/off grid with the quality keys and its protocol record (and
+    the metrics in `more`)."""
     metrics = {
         "bpd_elbo": bpd,
         "kl": 30.0 + seed,
@@ -57,6 +67,7 @@ def quality_run(
         "quality_comparable": comparable,
         "quality_samples": protocol["num_samples"],
         "quality_reference_images": 2000,
+        **(more or {}),
     }
     folder = make_run(root, f"perceptual-{level}", seed, {"perceptual": level}, metrics)
     settings = {"split": "test", "num_images": 2000, "checkpoint": "best", "iw_samples": 100}
@@ -146,7 +157,7 @@ def test_scores_of_two_protocols_never_share_a_column_and_the_report_says_why(tm
     note = next(line for line in report.splitlines() if line.startswith("Quality scores left out"))
     assert "`grid/perceptual-off/seed2`, `grid/perceptual-on/seed2` (2 runs)" in note
     assert "`0f0f0f0f0f0f`, not `a1b2c3d4e5f6` like the 4 runs shown" in note
-    assert "num_samples: 10000 here, 2000 there" in note and "crop" not in note
+    assert "num_samples = 10000 in the runs shown, 2000 in these" in note and "crop" not in note
     assert note in (out / "report.html").read_text().replace("<code>", "`").replace("</code>", "`")
     assert "2 runs of another protocol are left out" in report
 
@@ -174,7 +185,10 @@ def test_random_weight_scores_say_not_comparable_wherever_they_are_shown(tmp_pat
     opening = report.split("## ", 1)[0]
     assert "not comparable (random weights), made with random extractor weights" in opening
     results = report.split("## Results by variant", 1)[1].split("\n## ", 1)[0]
-    assert results.index("Quality scores not comparable (random weights)") < results.index("| rank |")
+    # the report shows the quality scores in a table of their own, the note right above it
+    likelihood, quality = results.split("Quality scores not comparable (random weights)", 1)
+    assert "| rank | perceptual | n | bits/dim (−ELBO) | vs best |" in likelihood and "FID" not in likelihood
+    assert quality.index("Sample and reconstruction quality") < quality.index("| perceptual | n | FID,")
     assert "FID not comparable (random weights)." in results  # the plane's caption
     assert "not comparable (random weights)" in (out / "report.html").read_text()
     assert "FID, not comparable (random weights)" in result.output  # the table the command prints
@@ -225,3 +239,31 @@ def test_the_likelihood_quality_plane_is_drawn_with_fid_and_skipped_without(
         make_run(without, f"perceptual-{level}", 0, {"perceptual": level}, {"bpd_elbo": 4.0})
     rs = load_runs([without])
     assert likelihood_quality_figure(PlotContext(runs=rs, palette=variant_palette(rs.variants))) is None
+
+
+@pytest.mark.skipif(_browser() is None, reason="needs a headless Chromium or Chrome")
+def test_the_quality_scores_get_a_table_of_their_own_that_fits_a_1400_px_browser_window(
+    tmp_path: Path,
+) -> None:
+    """Every metric, random weights (the longest headers), ranked by FID: no table runs past the page."""
+    random = {**PROTOCOL, "id": "cafecafecafe", "weights": "random"}
+    for (level, seed), (bpd, fid) in POINTS.items():
+        more = {"bpd_iw": bpd - 0.1, "recon_bpd": bpd - 0.2, "active_units": 28.0 + seed, "psnr": 20.0 + seed}
+        more |= {"mutual_info": 5.0 + seed, "recon_fid": fid / 2, "precision": 0.5 + seed / 100}
+        more |= {"lpips": 0.2 + seed / 100, "ssim": 0.6 + seed / 100}
+        quality_run(tmp_path / "runs", level, seed, bpd, fid, protocol=random, comparable=False, more=more)
+    out = build_report([tmp_path / "runs"], out=tmp_path / "report", figures=False, rank_by="fid")
+    probe = (
+        "<script>document.body.dataset.overflow = JSON.stringify([...document.querySelectorAll("
+        "'.table-wrap')].filter(w => w.scrollWidth > w.clientWidth + 1).map(w => w.scrollWidth));</script>"
+    )
+    page = out / "probe.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", probe + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    dom = subprocess.run(
+        [str(_browser()), *flags, "--window-size=1400,2000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    found = re.search(r'data-overflow="([^"]*)"', dom)
+    assert found is not None, dom[:500]
+    assert json.loads(found.group(1).replace("&quot;", '"')) == []  # widths of tables wider than the page

@@ -30,7 +30,13 @@ from rich.console import Console
 
 from vaebench.core.errors import UserError
 from vaebench.report import render
-from vaebench.report.columns import NOT_COMPARABLE, REPORT_METRICS, Metric, metric, not_comparable_labels
+from vaebench.report.columns import (
+    QUALITY_KEYS,
+    REPORT_METRICS,
+    Metric,
+    metric,
+    not_comparable_labels,
+)
 from vaebench.report.load import RunSet, load_runs
 from vaebench.report.plots import PlotContext, registered, variant_palette
 from vaebench.report.plots.grouping import curve_grouping
@@ -41,6 +47,7 @@ from vaebench.report.quality import (
     Protocols,
     left_out_notes,
     quality_protocols,
+    split_quality,
     summary_sentence,
     with_one_protocol,
 )
@@ -291,6 +298,8 @@ class ReportTables:
     """The report's tables, as written to tables/ (numbers) and as shown (formatted text)."""
 
     by: Metric  # the ranking metric (labelled as shown: "not comparable (random weights)" where so)
+    quality_columns: set[str]  # headers of the quality scores in variants_text and effects_text
+    metric_columns: set[str]  # headers of every metric there (the other columns name the rows)
     metrics: list[Metric]  # the report metrics some finished run has, in reading order
     protocols: Protocols  # the quality protocols of the runs, and which one the tables show
     flags: dict[
@@ -329,6 +338,8 @@ def write_tables(
     metrics = present_metrics(rs, REPORT_METRICS, keep=rank_by)
     shown = not_comparable_labels(metrics) if protocols.not_comparable else metrics
     by = next(m for m in shown if m.key == rank_by)
+    quality_columns = {f"{d}{m.label}" for m in shown if m.key in QUALITY_KEYS for d in ("", "Δ ")}
+    metric_columns = {f"{d}{m.label}" for m in [*shown, PERCEPTUAL_SHARE] for d in ("", "Δ ")}
     variants = rank_variants(variant_table(rs, metrics), rank_by)
     variants_text = format_variant_table(variants, metrics)
     write_table(tables_dir, "variants", variants, variants_text, f"Results by variant, ranked by {by.label}.")
@@ -363,10 +374,10 @@ def write_tables(
             tables_dir, "environment", environment, environment, "Environment of each variant's runs."
         )
     return ReportTables(
-        by=by, metrics=metrics, protocols=protocols, flags=flags, variants=variants,
-        variants_text=variants_text, effects=effects, effects_text=effects_text, means=means,
-        interactions_text=interactions_text, attention=attention, spec_diff=spec_diff, shared=shared,
-        environment=environment,
+        by=by, quality_columns=quality_columns, metric_columns=metric_columns, metrics=metrics,
+        protocols=protocols, flags=flags, variants=variants, variants_text=variants_text, effects=effects,
+        effects_text=effects_text, means=means, interactions_text=interactions_text, attention=attention,
+        spec_diff=spec_diff, shared=shared, environment=environment,
     )  # fmt: skip
 
 
@@ -441,8 +452,8 @@ def _document(rs: RunSet, tables: ReportTables, plots: dict[str, list[render.Blo
             "and mutual information are in nats per image; MI is a minibatch estimate, bounded by the "
             "log of its batch size."
         ),
-        *_quality_notes(tables.protocols),
-        render.Table(variants_text) if len(variants_text) else render.Text("No run has finished yet."),
+        *(render.Text(note) for note in left_out_notes(tables.protocols)),
+        *(_shown(variants_text, tables) if len(variants_text) else [render.Text("No run has finished yet.")]),
         *_perceptual_note(rs),
         *([render.Text(PROTOCOL_PARAGRAPH)] if tables.protocols.shown is not None else []),
         *plots[RESULTS],
@@ -465,7 +476,7 @@ def _document(rs: RunSet, tables: ReportTables, plots: dict[str, list[render.Blo
                 "exceeds the seed-to-seed variation of this grid at that number of seeds; it says "
                 "nothing about practical size."
             ),
-            render.Table(effects_text),
+            *_shown(effects_text, tables),
             *(render.Text(f"Not an effect: {metric(key).label} is {why}.") for key, why in flags.items()),
         ]
     blocks += plots[EFFECTS]
@@ -476,19 +487,9 @@ def _document(rs: RunSet, tables: ReportTables, plots: dict[str, list[render.Blo
     return blocks
 
 
-def _quality_notes(protocols: Protocols) -> list[render.Block]:
-    """Right above the variants table: that its quality scores are not comparable (random weights), and
-    which runs' scores are left out because their protocol differs, with what separates the protocols."""
-    blocks: list[render.Block] = []
-    if protocols.not_comparable:
-        blocks.append(
-            render.Text(
-                f"Quality scores {NOT_COMPARABLE}: these runs computed them with seeded random "
-                "Inception/VGG weights (eval.quality.weights: random, meant for tests), so they rank these "
-                "runs against each other at best and are not comparable with any published score."
-            )
-        )
-    return blocks + [render.Text(note) for note in left_out_notes(protocols)]
+def _shown(frame: pd.DataFrame, tables: ReportTables) -> list[render.Block]:
+    """The variants or effects table as the report shows it (quality scores in a table of their own)."""
+    return split_quality(frame, tables.quality_columns, tables.metric_columns, tables.protocols)
 
 
 def _perceptual_note(rs: RunSet) -> list[render.Block]:

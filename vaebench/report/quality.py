@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from vaebench.config.experiments import flatten
+from vaebench.report import render
 from vaebench.report.columns import COMPARABLE, NOT_COMPARABLE, PROTOCOL, QUALITY_KEYS, metric
 from vaebench.report.load import RunSet
 
@@ -162,7 +163,9 @@ def left_out_notes(protocols: Protocols) -> list[str]:
         elif not diff:
             why = "their records list the same settings, so the id differs in something they do not show"
         else:
-            why = "it differs in " + "; ".join(f"{k}: {a} here, {b} there" for k, a, b in diff)
+            why = "what separates the protocols: " + "; ".join(
+                f"{k} = {a} in the runs shown, {b} in these" for k, a, b in diff
+            )
         notes.append(
             f"Quality scores left out: {runs} ({len(labels)} run{'s' * (len(labels) != 1)}) used protocol "
             f"`{other}`, not `{protocols.shown}` like the {protocols.runs_shown} runs shown; {why}. Scores "
@@ -170,6 +173,43 @@ def left_out_notes(protocols: Protocols) -> list[str]:
             "these runs' scores are in tables/runs.csv (column quality_protocol gives each run's protocol)."
         )
     return notes
+
+
+def not_comparable_note(protocols: Protocols) -> list[render.Block]:
+    """Right above the quality scores: that they were made with random weights, when they were."""
+    if not protocols.not_comparable:
+        return []
+    return [
+        render.Text(
+            f"Quality scores {NOT_COMPARABLE}: these runs computed them with seeded random Inception/VGG "
+            "weights (eval.quality.weights: random, meant for tests). The numbers check the pipeline, not "
+            "sample quality, and are not comparable with any published score."
+        )
+    ]
+
+
+def split_quality(
+    frame: pd.DataFrame, quality_columns: set[str], metric_columns: set[str], protocols: Protocols
+) -> list[render.Block]:
+    """A formatted variants or effects table as the report shows it: the quality scores in a second table
+    under the first, the columns that name the rows repeated, so that neither runs past the page (the
+    files in tables/ keep one table each); above it, the random-weights note when it applies."""
+    columns = list(frame.columns)
+    quality = [
+        c
+        for i, c in enumerate(columns)
+        if c in quality_columns or (c == "vs best" and i > 0 and columns[i - 1] in quality_columns)
+    ]
+    if not quality:
+        return [render.Table(frame)]
+    lead = [c for c in columns if c not in metric_columns and c != "vs best"]
+    rest = [c for c in columns if c not in lead and c not in quality]
+    caption = f"Sample and reconstruction quality, the same rows (protocol `{protocols.shown}`):"
+    return [
+        *([render.Table(frame[lead + rest])] if rest else []),
+        *not_comparable_note(protocols),
+        render.Table(frame[lead + quality], caption),
+    ]
 
 
 PROTOCOL_PARAGRAPH = (
