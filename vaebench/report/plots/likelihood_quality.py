@@ -84,7 +84,7 @@ def likelihood_quality_figure(ctx: PlotContext) -> Figure | None:
     variants += [v for v in dict.fromkeys(runs["variant"]) if v not in variants]
     fid_label = metric(FID).label
     with style():
-        fig = Figure(figsize=(8.0, 5.8), layout="constrained")
+        fig = Figure(figsize=(6.6, 4.8), layout="constrained")
         ax = fig.subplots()
         for variant in variants:
             mine = runs[runs["variant"] == variant]
@@ -98,9 +98,9 @@ def likelihood_quality_figure(ctx: PlotContext) -> Figure | None:
             ax.step(fx, fy, where="post", color="black", ls="--", lw=1.2, zorder=2)
         ax.margins(0.12)
         ax.set_xlabel("bits/dim (bpd_elbo: −ELBO at β = 1; lower is better)")
-        comparable = f"; {NOT_COMPARABLE}" if ctx.quality_not_comparable else ""
-        ax.set_ylabel(f"{fid_label} (prior samples; lower is better{comparable})")
-        title = "Likelihood vs sample quality: lower-left is better; ringed: the Pareto front"
+        comparable = f"\n{NOT_COMPARABLE}" if ctx.quality_not_comparable else ""
+        ax.set_ylabel(f"{fid_label} (prior samples; lower is better){comparable}")
+        title = "Likelihood vs sample quality (lower-left is better)"
         if ctx.quality_not_comparable:
             title += f"\nFID {NOT_COMPARABLE}"
         fig.suptitle(title)
