@@ -213,7 +213,10 @@ def split_quality(
 
 
 PROTOCOL_PARAGRAPH = (
-    "Reading the quality scores: FID, KID and precision/recall depend on the protocol as much as on the "
+    "Reading the quality scores: FID, KID, precision and recall compare prior samples with the evaluated "
+    "split's images; recon FID, LPIPS and SSIM compare posterior-mean reconstructions with their inputs. "
+    "Lower is better for FID, KID, recon FID and LPIPS, higher for precision, recall and SSIM. "
+    "FID, KID and precision/recall depend on the protocol as much as on the "
     "model: the feature extractor and its weights (Inception-v3 for FID and KID, VGG16 for "
     "precision/recall and LPIPS), the resize to the extractor's input (torch-fidelity's TF1-compatible "
     "bilinear, from uint8), the quantisation of samples and images to uint8, the dataset's crop and resize "
