@@ -30,12 +30,27 @@ from rich.console import Console
 
 from vaebench.core.errors import UserError
 from vaebench.report import render
-from vaebench.report.columns import REPORT_METRICS, Metric, metric
+from vaebench.report.columns import (
+    QUALITY_KEYS,
+    REPORT_METRICS,
+    Metric,
+    metric,
+    not_comparable_labels,
+)
 from vaebench.report.load import RunSet, load_runs
 from vaebench.report.plots import PlotContext, registered, variant_palette
 from vaebench.report.plots.grouping import curve_grouping
 from vaebench.report.plots.registry import CURVES, EFFECTS, LATENT, RESULTS, SECTIONS
 from vaebench.report.plots.run_curves import plot_run_curves
+from vaebench.report.quality import (
+    PROTOCOL_PARAGRAPH,
+    Protocols,
+    left_out_notes,
+    quality_protocols,
+    split_quality,
+    summary_sentence,
+    with_one_protocol,
+)
 from vaebench.report.tables import (
     PERCEPTUAL_SHARE,
     TIED,
@@ -49,6 +64,7 @@ from vaebench.report.tables import (
     has_perceptual_term,
     interaction_effects,
     level_means,
+    present_metrics,
     rank_variants,
     spec_difference_tables,
     variant_table,
@@ -205,7 +221,10 @@ def build_report(
     out = Path(out) if out is not None else Path("reports") / rs.experiment
     prepare_output(out, report_selection(rs), force)
 
-    tables = write_tables(rs, out / "tables", rank_by)
+    # one quality protocol in the tables, effects and plots; runs.csv keeps every run's scores
+    protocols = quality_protocols(rs)
+    all_runs, rs = rs.runs, with_one_protocol(rs, protocols)
+    tables = write_tables(rs, out / "tables", rank_by, protocols, runs_csv=all_runs)
     palette = variant_palette(rs.variants)
     ctx = PlotContext(
         runs=rs,
@@ -214,8 +233,9 @@ def build_report(
         ranks={str(r.variant): int(r.rank) for r in tables.variants.itertuples() if pd.notna(r.rank)},
         rank_by=tables.by,
         effects=tables.effects,
-        metrics=[m for m in REPORT_METRICS if m.key not in tables.flags],
+        metrics=[m for m in tables.metrics if m.key not in tables.flags],
         group_by=group_by,
+        quality_not_comparable=protocols.not_comparable,
     )
     plots = draw_plots(ctx, out / "plots", out)  # every registered plot, into the section it names
     writeup: list[render.Block] = []
@@ -277,7 +297,11 @@ def _load(
 class ReportTables:
     """The report's tables, as written to tables/ (numbers) and as shown (formatted text)."""
 
-    by: Metric  # the ranking metric
+    by: Metric  # the ranking metric (labelled as shown: "not comparable (random weights)" where so)
+    quality_columns: set[str]  # headers of the quality scores in variants_text and effects_text
+    metric_columns: set[str]  # headers of every metric there (the other columns name the rows)
+    metrics: list[Metric]  # the report metrics some finished run has, in reading order
+    protocols: Protocols  # the quality protocols of the runs, and which one the tables show
     flags: dict[
         str, str
     ]  # degenerate metrics (`degenerate_metrics`): left out of effects, interactions and plots
@@ -293,19 +317,35 @@ class ReportTables:
     environment: pd.DataFrame
 
 
-def write_tables(rs: RunSet, tables_dir: Path, rank_by: str) -> ReportTables:
+def write_tables(
+    rs: RunSet,
+    tables_dir: Path,
+    rank_by: str,
+    protocols: Protocols | None = None,
+    runs_csv: pd.DataFrame | None = None,
+) -> ReportTables:
     """Write tables/: runs.csv and curves.csv (tidy, every run), and the variant, effect, level-mean,
-    interaction, attention, spec-difference and environment tables (each that is not empty)."""
+    interaction, attention, spec-difference and environment tables (each that is not empty).
+
+    Only the report metrics some finished run has get columns (and `rank_by`, always); runs_csv: the
+    runs table to write as runs.csv (default rs.runs; `build_report` passes the one with the quality
+    scores of every protocol, where `rs` keeps only the shown protocol's)."""
+    protocols = protocols or Protocols()
     tables_dir.mkdir()
-    atomic_write_text(tables_dir / "runs.csv", rs.runs.to_csv(index=False, lineterminator="\n"))
+    runs_csv = rs.runs if runs_csv is None else runs_csv
+    atomic_write_text(tables_dir / "runs.csv", runs_csv.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(tables_dir / "curves.csv", rs.curves.to_csv(index=False, lineterminator="\n"))
-    by = metric(rank_by)
-    variants = rank_variants(variant_table(rs), rank_by)
-    variants_text = format_variant_table(variants)
+    metrics = present_metrics(rs, REPORT_METRICS, keep=rank_by)
+    shown = not_comparable_labels(metrics) if protocols.not_comparable else metrics
+    by = next(m for m in shown if m.key == rank_by)
+    quality_columns = {f"{d}{m.label}" for m in shown if m.key in QUALITY_KEYS for d in ("", "Δ ")}
+    metric_columns = {f"{d}{m.label}" for m in [*shown, PERCEPTUAL_SHARE] for d in ("", "Δ ")}
+    variants = rank_variants(variant_table(rs, metrics), rank_by)
+    variants_text = format_variant_table(variants, metrics)
     write_table(tables_dir, "variants", variants, variants_text, f"Results by variant, ranked by {by.label}.")
-    effects = axis_effects(rs)
-    flags = degenerate_metrics(rs)
-    effects_text = format_effects(effects, flags=flags) if not effects.empty else pd.DataFrame()
+    effects = axis_effects(rs, metrics)
+    flags = degenerate_metrics(rs, metrics)
+    effects_text = format_effects(effects, shown, flags=flags) if not effects.empty else pd.DataFrame()
     if not effects.empty:
         caption = "Effect of each axis: mean paired difference [95% t interval over seeds]."
         write_table(tables_dir, "effects", effects, effects_text, caption)
@@ -314,7 +354,7 @@ def write_tables(rs: RunSet, tables_dir: Path, rank_by: str) -> ReportTables:
         write_table(
             tables_dir, "level_means", means, means, f"Mean {by.label} per axis level [95% t over seeds]."
         )
-    interactions = interaction_effects(rs)
+    interactions = interaction_effects(rs, metrics)
     interactions_text = format_interactions(interactions, by) if by.key not in flags else pd.DataFrame()
     if not interactions_text.empty:
         caption = (
@@ -334,7 +374,8 @@ def write_tables(rs: RunSet, tables_dir: Path, rank_by: str) -> ReportTables:
             tables_dir, "environment", environment, environment, "Environment of each variant's runs."
         )
     return ReportTables(
-        by=by, flags=flags, variants=variants, variants_text=variants_text, effects=effects,
+        by=by, quality_columns=quality_columns, metric_columns=metric_columns, metrics=metrics,
+        protocols=protocols, flags=flags, variants=variants, variants_text=variants_text, effects=effects,
         effects_text=effects_text, means=means, interactions_text=interactions_text, attention=attention,
         spec_diff=spec_diff, shared=shared, environment=environment,
     )  # fmt: skip
@@ -388,6 +429,7 @@ def _document(rs: RunSet, tables: ReportTables, plots: dict[str, list[render.Blo
             "plots in `plots/` (PNG, PDF)."
         ),
         render.Text(_evaluation_sentence(rs)),
+        *(render.Text(line) for line in [summary_sentence(rs, tables.protocols)] if line),
     ]
     if not attention.empty:
         blocks += [
@@ -410,8 +452,10 @@ def _document(rs: RunSet, tables: ReportTables, plots: dict[str, list[render.Blo
             "and mutual information are in nats per image; MI is a minibatch estimate, bounded by the "
             "log of its batch size."
         ),
-        render.Table(variants_text) if len(variants_text) else render.Text("No run has finished yet."),
+        *(render.Text(note) for note in left_out_notes(tables.protocols)),
+        *(_shown(variants_text, tables) if len(variants_text) else [render.Text("No run has finished yet.")]),
         *_perceptual_note(rs),
+        *([render.Text(PROTOCOL_PARAGRAPH)] if tables.protocols.shown is not None else []),
         *plots[RESULTS],
     ]
 
@@ -432,7 +476,7 @@ def _document(rs: RunSet, tables: ReportTables, plots: dict[str, list[render.Blo
                 "exceeds the seed-to-seed variation of this grid at that number of seeds; it says "
                 "nothing about practical size."
             ),
-            render.Table(effects_text),
+            *_shown(effects_text, tables),
             *(render.Text(f"Not an effect: {metric(key).label} is {why}.") for key, why in flags.items()),
         ]
     blocks += plots[EFFECTS]
@@ -441,6 +485,11 @@ def _document(rs: RunSet, tables: ReportTables, plots: dict[str, list[render.Blo
     blocks += [render.Heading(LATENT), *plots[LATENT]]
     blocks += _extra_sections(plots)
     return blocks
+
+
+def _shown(frame: pd.DataFrame, tables: ReportTables) -> list[render.Block]:
+    """The variants or effects table as the report shows it (quality scores in a table of their own)."""
+    return split_quality(frame, tables.quality_columns, tables.metric_columns, tables.protocols)
 
 
 def _perceptual_note(rs: RunSet) -> list[render.Block]:

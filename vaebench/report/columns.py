@@ -8,6 +8,11 @@ column of the variants and effects tables and a `--rank-by` choice, with no chan
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import get_args
+
+from vaebench.config.spec import QualityMetric
 from vaebench.evaluation.metrics import METRICS, Metric, metric, report_metrics
 
 BPD_ELBO, BPD_IW, RECON_BPD = METRICS["bpd_elbo"], METRICS["bpd_iw"], METRICS["recon_bpd"]
@@ -22,5 +27,22 @@ KL, ACTIVE_UNITS, MUTUAL_INFO, PSNR = (
 REPORT_METRICS: tuple[Metric, ...] = report_metrics()
 BY_KEY: dict[str, Metric] = {m.key: m for m in REPORT_METRICS}
 
-__all__ = ["ACTIVE_UNITS", "BPD_ELBO", "BPD_IW", "BY_KEY", "KL", "MUTUAL_INFO", "PSNR", "RECON_BPD",
-           "REPORT_METRICS", "Metric", "metric"]  # fmt: skip
+# Sample/reconstruction quality: the report columns computed only when eval.metrics names them (FID,
+# KID, ...). Their scores depend on a protocol (extractor, resize, crop, sample counts; the run's
+# "quality_protocol" id), so the report shows them only for the runs of one protocol.
+QUALITY_KEYS: frozenset[str] = frozenset(
+    m.key for m in REPORT_METRICS if set(m.requires) & set(get_args(QualityMetric))
+)
+PROTOCOL, COMPARABLE = "quality_protocol", "quality_comparable"  # runs-table columns, not report metrics
+NOT_COMPARABLE = "not comparable (random weights)"
+
+
+def not_comparable_labels(metrics: Sequence[Metric]) -> list[Metric]:
+    """`metrics` with each quality metric's label marked "not comparable (random weights)": the scores
+    of random Inception/VGG weights (eval.quality.weights: random) must never read as published ones."""
+    return [replace(m, label=f"{m.label}, {NOT_COMPARABLE}") if m.key in QUALITY_KEYS else m for m in metrics]
+
+
+__all__ = ["ACTIVE_UNITS", "BPD_ELBO", "BPD_IW", "BY_KEY", "COMPARABLE", "KL", "MUTUAL_INFO",
+           "NOT_COMPARABLE", "PROTOCOL", "PSNR", "QUALITY_KEYS", "RECON_BPD", "REPORT_METRICS", "Metric",
+           "metric", "not_comparable_labels"]  # fmt: skip

@@ -32,6 +32,7 @@ from rich.progress import track
 
 from vaebench.config.experiments import load_experiment
 from vaebench.core.errors import UserError
+from vaebench.report.columns import COMPARABLE, PROTOCOL
 from vaebench.runs.document import read_run_document
 from vaebench.runs.io import read_json
 from vaebench.runs.metrics_log import read_metrics
@@ -343,6 +344,10 @@ def run_row(rec: RunRecord, axis_columns: dict[str, str]) -> dict[str, Any]:
     for key, value in s.items():
         if key.startswith(f"{split}/") and (value is None or _finite(value)):
             row[key.removeprefix(f"{split}/")] = value
+    # the quality scores' protocol id and whether they are comparable (not numbers, kept all the same)
+    for key, kind in ((PROTOCOL, str), (COMPARABLE, bool)):
+        if isinstance(s.get(f"{split}/{key}"), kind):
+            row[key] = s[f"{split}/{key}"]
     if split != "val" and "val/bpd_elbo" in s:
         row["val_bpd_elbo"] = s["val/bpd_elbo"]
     if "best/val_loss" in s:

@@ -30,7 +30,14 @@ import pandas as pd
 
 from vaebench.config.experiments import flatten
 from vaebench.config.spec import RunSpec
-from vaebench.report.columns import REPORT_METRICS, Metric, metric
+from vaebench.report.columns import (
+    COMPARABLE,
+    QUALITY_KEYS,
+    REPORT_METRICS,
+    Metric,
+    metric,
+    not_comparable_labels,
+)
 from vaebench.report.load import RunSet
 from vaebench.report.stats import mean_ci
 from vaebench.runs.io import atomic_write_text
@@ -68,15 +75,24 @@ def has_perceptual_term(rs: RunSet) -> bool:
     return bool((_values(rs.finished, "loss.perceptual_weight") > 0).any())
 
 
+def present_metrics(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS, keep: str = "") -> list[Metric]:
+    """The metrics some finished run has a value of (and `keep`, the ranking metric, always): a report of
+    runs evaluated without FID (most runs) shows no FID column, effect or panel of dashes."""
+    return [m for m in metrics if m.key == keep or _values(rs.finished, m.key).notna().any()]
+
+
 def variant_table(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.DataFrame:
     """One row per variant with a finished run: axis levels, n runs, and <metric>_mean/_std/_n.
 
     std is the sample standard deviation over seeds (ddof = 1), NaN for a single seed. When a run has
-    a perceptual term, the perceptual share of its loss is added as a metric (`PERCEPTUAL_SHARE`).
+    a perceptual term, the perceptual share of its loss is added as a metric (`PERCEPTUAL_SHARE`). With
+    a quality metric, `quality_comparable` says whether every run's quality scores used pretrained
+    extractor weights (False: a run used random ones; empty: not recorded).
     """
     finished = rs.finished
     if has_perceptual_term(rs) and PERCEPTUAL_SHARE not in metrics:
         metrics = (*metrics, PERCEPTUAL_SHARE)
+    quality = [m.key for m in metrics if m.key in QUALITY_KEYS and m.key in finished]
     rows = []
     for variant in rs.variants:
         runs = finished[finished["variant"] == variant]
@@ -88,10 +104,20 @@ def variant_table(rs: RunSet, metrics: Sequence[Metric] = REPORT_METRICS) -> pd.
         for m in metrics:
             ci = mean_ci(_values(runs, m.key))
             row |= {f"{m.key}_mean": ci.mean, f"{m.key}_std": ci.std, f"{m.key}_n": ci.n}
+        if quality:
+            row[COMPARABLE] = _comparable(runs, quality)
         rows.append(row)
     columns = ["variant", *level_axes(rs), "n"]
     columns += [f"{m.key}_{s}" for m in metrics for s in ("mean", "std", "n")]
+    columns += [COMPARABLE] if quality else []
     return pd.DataFrame(rows, columns=columns)
+
+
+def _comparable(runs: pd.DataFrame, quality: Sequence[str]) -> bool | None:
+    """False when a run with a quality score recorded quality_comparable False; None when none recorded."""
+    scored = runs[runs[list(quality)].apply(pd.to_numeric, errors="coerce").notna().any(axis=1)]
+    flags = [v for v in scored.get(COMPARABLE, pd.Series(dtype=object)) if isinstance(v, bool)]
+    return all(flags) if flags else None
 
 
 def read_variant_table(path: Path) -> pd.DataFrame:
@@ -102,6 +128,8 @@ def read_variant_table(path: Path) -> pd.DataFrame:
             table[column] = pd.to_numeric(table[column], errors="coerce")
         if column.endswith("_tied"):
             table[column] = table[column] == "True"
+        if column == COMPARABLE:
+            table[column] = table[column].map({"True": True, "False": False}).astype(object)
     if "rank" in table:
         table["rank"] = table["rank"].astype("Int64")
     return table
@@ -340,13 +368,17 @@ def format_variant_table(table: pd.DataFrame, metrics: Sequence[Metric] = REPORT
 
     The variant's name is left out when axis columns say the same thing more briefly (at 16 variants
     the name is most of the table's width); the ranked metric is followed by "vs best", the difference
-    to the best with "≈" where it is within the seed spread (see `with_ties`).
+    to the best with "≈" where it is within the seed spread (see `with_ties`). Metrics without columns
+    in `table` are left out; quality headers say "not comparable (random weights)" when a variant's
+    `quality_comparable` is False.
     """
     extra = [m for m in (PERCEPTUAL_SHARE,) if f"{m.key}_mean" in table and m not in metrics]
-    metrics = [*metrics, *extra]
+    metrics = [m for m in (*metrics, *extra) if f"{m.key}_mean" in table]  # a report drops absent metrics
+    if COMPARABLE in table and (table[COMPARABLE] == False).any():  # noqa: E712 (None: not recorded)
+        metrics = not_comparable_labels(metrics)
     keys = {m.key for m in metrics}
     lead = [c for c in table.columns if not any(c.startswith(f"{k}_") for k in keys)]
-    lead = [c for c in lead if not c.endswith(("_vs_best", "_tied"))]
+    lead = [c for c in lead if not c.endswith(("_vs_best", "_tied")) and c != COMPARABLE]
     if any(c not in ("rank", "variant", "n") for c in lead):
         lead = [c for c in lead if c != "variant"]  # the axis columns name the variant
     out = pd.DataFrame({c: table[c].map(lambda v: MISSING if pd.isna(v) else str(v)) for c in lead})

@@ -57,6 +57,7 @@ class PlotContext:
     effects: pd.DataFrame = field(default_factory=pd.DataFrame)  # `tables.axis_effects`
     metrics: Sequence[Metric] = ()  # the report metrics that are not degenerate (see tables.py)
     group_by: str | None = None  # the axis that colours the training curves (None: the default)
+    quality_not_comparable: bool = False  # the quality scores used random extractor weights: say so
 
 
 PlotFunction = Callable[[PlotContext, Path], "list[Path] | None"]
