@@ -168,8 +168,8 @@ def _compute(ctx: Any) -> dict[str, Any]:
     if "precision_recall" in requested:
         assert samples is not None
         real = features.reference("vgg16", num_reference)
-        scores["precision"], scores["recall"] = statistics.precision_recall(
-            real, features.of("vgg16", samples), k=3
+        scores["precision"], scores["recall"] = statistics.precision_recall(  # distances on the device
+            real.to(device), features.of("vgg16", samples).to(device), k=3
         )
     if "lpips" in requested:
         assert recon is not None and inputs is not None
