@@ -24,7 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vaebench.evaluation.quality import extractors  # noqa: E402
+from vaebench.evaluation.quality import extractors
 
 CELEBA_TEST = 19_962
 EFFECTIVE_H100_TFLOPS = 100.0
@@ -60,7 +60,8 @@ def measure(name: str, run: object, images: torch.Tensor, batch: int) -> dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU")
     parser.add_argument("--images", type=int, default=None, help="images timed per extractor")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -84,7 +85,10 @@ def main() -> None:
         results["lpips"] = measure("lpips", lambda x: lpips(x, x.flip(0)), images, batch)
     results["effective_h100_tflops_assumed"] = EFFECTIVE_H100_TFLOPS
     print(f"device {device}; {count} images per extractor, batch {batch}")
-    print(f"{'extractor':<10} {'images/s':>10} {'GFLOP/img':>10} {'10k+test':>10} {'50k+test':>10} {'H100 10k/50k (proj.)':>22}")
+    print(
+        f"{'extractor':<10} {'images/s':>10} {'GFLOP/img':>10} {'10k+test':>10} {'50k+test':>10} "
+        f"{'H100 10k/50k (proj.)':>22}"
+    )
     for name in ("inception", "vgg16", "lpips"):
         r = results[name]
         assert isinstance(r, dict)

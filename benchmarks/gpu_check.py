@@ -6,8 +6,8 @@
     bash benchmarks/gpu_check.sh --dry-run [OUT_DIR]                # on a CPU at toy sizes (CI): minutes
     python benchmarks/gpu_check.py --list                           # the stages and their limits
 
-Stages, in order (see STAGES): env, tests, objectives, train, eval, packing, features, data. A stage that fails or
-runs out of time does not stop the next ones (except env: nothing runs without vaebench importing).
+Stages, in order (see STAGES): env, tests, objectives, train, eval, packing, features, data. A stage that
+fails or runs out of time does not stop the next ones (except env: nothing runs without vaebench importing).
 OUT_DIR (default benchmarks/results) gets few files, so that they all come back from a machine that
 returns at most 8:
 

@@ -83,7 +83,8 @@ def test_precision_and_recall_equal_torch_fidelitys_on_vgg16_fc2(weights: dict[s
         input1=fake, input2=real, prc=True, feature_extractor="vgg16", cuda=False,
         feature_extractor_weights_path=str(weights["vgg16"]), verbose=False, cache=False, batch_size=6,
     )  # fmt: skip
-    assert (precision, recall) == pytest.approx((peer["precision"], peer["recall"]), abs=1e-6)  # its float32 mean
+    # torch-fidelity averages in float32
+    assert (precision, recall) == pytest.approx((peer["precision"], peer["recall"]), abs=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning:torchvision")
