@@ -706,6 +706,17 @@ def test_summary_metrics_are_the_keys_a_finished_run_writes(tmp_path: Path) -> N
     assert {"train/tc", "val/mi", "val/perceptual", "test/bpd_iw", "best/val_loss"} <= numbers
 
 
+def test_a_sweep_can_optimise_a_quality_score_exactly_when_eval_metrics_computes_it() -> None:
+    from vaebench.config.spec import RunSpec
+    from vaebench.launch.sweep_check import summary_metrics
+
+    keys = summary_metrics(RunSpec.model_validate({"eval": {"split": "val", "metrics": ["fid", "kid"]}}))
+    assert {"val/fid", "val/kid_mean", "val/kid_std"} <= set(keys)
+    assert "val/recall" not in keys  # precision_recall was not asked for
+    assert "val/quality_protocol" not in keys  # an id, not a number to optimise
+    assert "val/fid" not in summary_metrics(RunSpec.model_validate({"eval": {"split": "val"}}))
+
+
 @engine
 def test_a_sweep_metric_its_runs_never_log_is_refused_with_the_names_they_do(tmp_path: Path) -> None:
     command = ["${env}", "vaebench", "run", str(tiny_experiment(tmp_path)), "${args}"]
