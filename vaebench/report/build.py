@@ -31,6 +31,7 @@ from rich.console import Console
 from vaebench.core.errors import UserError
 from vaebench.report import render
 from vaebench.report.columns import (
+    NOT_COMPARABLE,
     QUALITY_KEYS,
     REPORT_METRICS,
     Metric,
@@ -342,7 +343,10 @@ def write_tables(
     metric_columns = {f"{d}{m.label}" for m in [*shown, PERCEPTUAL_SHARE] for d in ("", "Δ ")}
     variants = rank_variants(variant_table(rs, metrics), rank_by)
     variants_text = format_variant_table(variants, metrics)
-    write_table(tables_dir, "variants", variants, variants_text, f"Results by variant, ranked by {by.label}.")
+    caption = f"Results by variant, ranked by {by.label}."
+    if protocols.not_comparable:
+        caption += f" Quality scores {NOT_COMPARABLE}."
+    write_table(tables_dir, "variants", variants, variants_text, caption)
     effects = axis_effects(rs, metrics)
     flags = degenerate_metrics(rs, metrics)
     effects_text = format_effects(effects, shown, flags=flags) if not effects.empty else pd.DataFrame()

@@ -38,9 +38,10 @@ NOT_COMPARABLE = "not comparable (random weights)"
 
 
 def not_comparable_labels(metrics: Sequence[Metric]) -> list[Metric]:
-    """`metrics` with each quality metric's label marked "not comparable (random weights)": the scores
+    """`metrics` with each quality metric's label marked "(not comparable)" (the table's note says why: random
+    weights; a short mark, since seven quality columns carry it): the scores
     of random Inception/VGG weights (eval.quality.weights: random) must never read as published ones."""
-    return [replace(m, label=f"{m.label}, {NOT_COMPARABLE}") if m.key in QUALITY_KEYS else m for m in metrics]
+    return [replace(m, label=f"{m.label} (not comparable)") if m.key in QUALITY_KEYS else m for m in metrics]
 
 
 __all__ = ["ACTIVE_UNITS", "BPD_ELBO", "BPD_IW", "BY_KEY", "COMPARABLE", "KL", "MUTUAL_INFO",
