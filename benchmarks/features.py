@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
     batch = 500 if device.type == "cuda" else (2 if args.dry_run else 50)
-    count = args.images or (2_000 if device.type == "cuda" else (2 if args.dry_run else 100))
+    count = args.images or (1_000 if device.type == "cuda" else (2 if args.dry_run else 100))
     torch.set_grad_enabled(False)
     images = (torch.rand(count, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     images = images.to(device)

@@ -117,7 +117,7 @@ STAGES = [
            "--packing-seconds", "10", "--json", "{json}"],
           [PY, f"{BENCH}/throughput.py", "--parts", "packing", "--packing", "2", "--dry-run",
            "--json", "{json}"]),
-    Stage("features", 30, 240, "quality metrics' extractors: images/s, FLOPs, 10k/50k-sample projections",
+    Stage("features", 20, 240, "quality metrics' extractors: images/s, FLOPs, 10k/50k-sample projections",
           [PY, f"{BENCH}/features.py", "--json", "{json}"],
           [PY, f"{BENCH}/features.py", "--dry-run", "--json", "{json}"]),
     Stage("data", 20, 180, "the JPEG path against the prepared cache (CPU)",

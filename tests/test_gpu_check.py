@@ -71,7 +71,7 @@ def test_a_rerun_of_some_stages_keeps_the_other_stages_results(gpu_check: Module
 
 def test_the_first_full_pass_on_a_gpu_fits_in_about_five_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
     module = load(monkeypatch)
-    assert module.TOTAL_LIMIT_S <= 330
+    assert module.TOTAL_LIMIT_S <= 340  # of the README's 420 s call: the rest installs wheels, with a margin
     assert [s.name for s in module.STAGES] == [
         "env",
         "tests",
@@ -79,5 +79,6 @@ def test_the_first_full_pass_on_a_gpu_fits_in_about_five_minutes(monkeypatch: py
         "train",
         "eval",
         "packing",
+        "features",
         "data",
     ]

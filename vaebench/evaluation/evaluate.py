@@ -210,7 +210,7 @@ def evaluate_model(
             progress.finish()
 
     ctx = _context(collected, eval_spec, model, dataset, device)
-    ctx.data_spec = data_spec
+    ctx.data_spec, ctx.progress = data_spec, progress
     metrics = compute_metrics(ctx)  # every registered metric (`vaebench.evaluation.metrics`)
     per_dim = _per_dim(ctx, eval_spec.active_threshold)
     settings = {

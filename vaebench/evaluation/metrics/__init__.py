@@ -54,6 +54,7 @@ class EvalContext:
     device: torch.device | None = None
     eval_spec: Any = None  # the run's EvalSpec: eval.metrics turns optional metrics on, eval.quality
     data_spec: Any = None  # the run's data section (the quality protocol records its crop and size)
+    progress: Any = None  # a core.progress.Reporter, for metrics with a long pass of their own
     extra: dict[str, Any] = field(default_factory=dict)  # what one metric computes for another
 
     @property

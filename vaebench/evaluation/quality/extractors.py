@@ -19,7 +19,7 @@ import hashlib
 import inspect
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -120,9 +120,19 @@ def build_extractor(name: Extractor, path: Path, device: torch.device) -> nn.Mod
 
 
 @torch.no_grad()
-def extract(module: nn.Module, batches: Iterable[Tensor], device: torch.device) -> Tensor:
-    """Features (N, d) float32 on the CPU of uint8 image batches (B, 3, H, W), in order."""
-    out = [module(xb.to(device))[0].float().cpu() for xb in batches]
+def extract(
+    module: nn.Module,
+    batches: Iterable[Tensor],
+    device: torch.device,
+    on_batch: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Features (N, d) float32 on the CPU of uint8 image batches (B, 3, H, W), in order; `on_batch(i)`
+    after batch i (progress)."""
+    out = []
+    for i, xb in enumerate(batches):
+        out.append(module(xb.to(device))[0].float().cpu())
+        if on_batch is not None:
+            on_batch(i + 1)
     return torch.cat(out) if out else torch.empty(0)
 
 

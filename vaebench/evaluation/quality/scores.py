@@ -94,9 +94,21 @@ class _Features:
             self.networks[name] = extractors.build_extractor(name, self.path(name), self.ctx.device)  # type: ignore[arg-type]
         return self.networks[name]
 
-    def of(self, name: str, images: Tensor) -> Tensor:
+    def of(self, name: str, images: Tensor, what: str) -> Tensor:
+        """Features of `images` (uint8), with a progress bar named for `what` they are."""
+        network = self.network(name)
         started = time.perf_counter()
-        features = extractors.extract(self.network(name), _chunks(images, self.batch), self.ctx.device)
+        progress = self.ctx.progress
+        if progress is not None:
+            progress.start(
+                f"{name} features of {len(images):,} {what}", math.ceil(len(images) / self.batch), 0
+            )
+        try:
+            update = None if progress is None else (lambda done: progress.update(done, {}))
+            features = extractors.extract(network, _chunks(images, self.batch), self.ctx.device, update)
+        finally:
+            if progress is not None:
+                progress.finish()
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
         return features
 
@@ -112,7 +124,7 @@ class _Features:
 
         def compute() -> Tensor:
             batches = eval_batches(self.ctx.dataset, self.batch, limit=math.ceil(count / self.batch))
-            return self.of(name, torch.cat(list(batches))[:count])
+            return self.of(name, torch.cat(list(batches))[:count], f"{self.ctx.split} images")
 
         features, cached = cached_features(key_fields, self.cache_dir, compute, count)
         self.reference_cached[name] = cached
@@ -120,6 +132,10 @@ class _Features:
 
 
 def _compute(ctx: Any) -> dict[str, Any]:
+    if ctx.data_spec is None:
+        raise ValueError(
+            "quality metrics record the data in their protocol: pass evaluate_model(data_spec=...)"
+        )
     requested = set(ctx.requested)
     quality = ctx.eval_spec.quality
     batch = quality.batch_size or (500 if ctx.device.type == "cuda" else 50)
@@ -149,7 +165,7 @@ def _compute(ctx: Any) -> dict[str, Any]:
         reference = features.reference("inception", count).double()
         if requested & {"fid", "kid"}:
             assert samples is not None
-            fake = features.of("inception", samples).double()
+            fake = features.of("inception", samples, "prior samples").double()
             real = reference[:num_reference]
             if "fid" in requested:
                 scores["fid"] = statistics.frechet_distance(
@@ -163,13 +179,13 @@ def _compute(ctx: Any) -> dict[str, Any]:
             assert recon is not None
             scores["recon_fid"] = statistics.frechet_distance(
                 *statistics.feature_statistics(reference[:num_recon]),
-                *statistics.feature_statistics(features.of("inception", recon).double()),
+                *statistics.feature_statistics(features.of("inception", recon, "reconstructions").double()),
             )
     if "precision_recall" in requested:
         assert samples is not None
         real = features.reference("vgg16", num_reference)
         scores["precision"], scores["recall"] = statistics.precision_recall(  # distances on the device
-            real.to(device), features.of("vgg16", samples).to(device), k=3
+            real.to(device), features.of("vgg16", samples, "prior samples").to(device), k=3
         )
     if "lpips" in requested:
         assert recon is not None and inputs is not None
