@@ -53,11 +53,23 @@ def test_rank_choices_and_report_columns_are_the_registrys_report_metrics() -> N
 
 
 def test_the_evaluate_table_has_a_row_per_registered_scalar_metric() -> None:
-    metrics = {f"test/{k}": 1 for k in METRICS}
+    metrics = {f"test/{k}": 1 for k in METRICS} | {"test/quality_protocol": "fa01f7edbf11"}
     table = evaluation_table("test", [(Path("run"), metrics)])
     rows = list(table.columns[0].cells)
-    assert rows == [m.row_label for m in sorted(METRICS.values(), key=lambda m: m.order) if m.fmt]
+    scalar = [m.row_label for m in sorted(METRICS.values(), key=lambda m: m.order) if m.fmt]
+    assert rows == [*scalar, "quality protocol"]  # the id the quality scores were made under
     assert "bits/dim, IW bound" in rows
+
+
+def test_the_evaluate_table_shows_quality_rows_only_when_asked_for_and_says_not_comparable() -> None:
+    plain = {f"test/{k}": 1 for k, m in METRICS.items() if m.fmt and not m.requires}
+    rows = list(evaluation_table("test", [(Path("run"), plain)]).columns[0].cells)
+    assert "FID (prior samples)" not in rows and "quality protocol" not in rows
+    random = plain | {"test/fid": 12.5, "test/quality_protocol": "fa01f7edbf11", "test/quality_comparable": False}
+    table = evaluation_table("test", [(Path("run"), random)])
+    rows, cells = list(table.columns[0].cells), list(table.columns[1].cells)
+    assert cells[rows.index("FID (prior samples)")] == "12.50"
+    assert cells[rows.index("quality protocol")] == "fa01f7edbf11 (random weights: not comparable)"
 
 
 @pytest.mark.parametrize("kind", sorted(DECODER_HEADS))
