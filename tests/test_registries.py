@@ -65,7 +65,8 @@ def test_the_evaluate_table_shows_quality_rows_only_when_asked_for_and_says_not_
     plain = {f"test/{k}": 1 for k, m in METRICS.items() if m.fmt and not m.requires}
     rows = list(evaluation_table("test", [(Path("run"), plain)]).columns[0].cells)
     assert "FID (prior samples)" not in rows and "quality protocol" not in rows
-    random = plain | {"test/fid": 12.5, "test/quality_protocol": "fa01f7edbf11", "test/quality_comparable": False}
+    random = plain | {"test/fid": 12.5, "test/quality_protocol": "fa01f7edbf11"}
+    random["test/quality_comparable"] = False
     table = evaluation_table("test", [(Path("run"), random)])
     rows, cells = list(table.columns[0].cells), list(table.columns[1].cells)
     assert cells[rows.index("FID (prior samples)")] == "12.50"

@@ -188,7 +188,8 @@ def test_random_weight_scores_say_not_comparable_wherever_they_are_shown(tmp_pat
     # the report shows the quality scores in a table of their own, the note right above it
     likelihood, quality = results.split("Quality scores not comparable (random weights)", 1)
     assert "| rank | perceptual | n | bits/dim (−ELBO) | vs best |" in likelihood and "FID" not in likelihood
-    assert quality.index("Sample and reconstruction quality") < quality.index("| perceptual | n | FID (not comparable) |")
+    first_row = quality.index("| perceptual | n | FID (not comparable) |")
+    assert quality.index("Sample and reconstruction quality") < first_row
     assert "FID not comparable (random weights)." in results  # the plane's caption
     assert "not comparable (random weights)" in (out / "report.html").read_text()
     assert "FID (not comparable)" in result.output  # the table the command prints
