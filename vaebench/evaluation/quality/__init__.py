@@ -22,6 +22,8 @@ WEIGHTS_FOR_METRIC: dict[str, str] = {
     "lpips": "vgg16",
 }
 """The pretrained weights (`vaebench.core.weights.WEIGHTS`) each eval.metrics name needs; ssim needs none."""
+PATH_FIELDS: dict[str, str] = {"inception": "inception_path", "vgg16": "vgg_path"}
+"""The eval.quality field that may name each weights file instead of the torch hub cache."""
 
 
 def required_weights(eval_spec: Any) -> list[tuple[str, Path | None, str]]:
@@ -30,17 +32,16 @@ def required_weights(eval_spec: Any) -> list[tuple[str, Path | None, str]]:
     quality = eval_spec.quality
     if quality.weights != "pretrained":
         return []
-    fields = {"inception": "inception_path", "vgg16": "vgg_path"}
     needed: dict[str, list[str]] = {}
     for name in eval_spec.metrics:
         if name in WEIGHTS_FOR_METRIC:
             needed.setdefault(WEIGHTS_FOR_METRIC[name], []).append(name)
     required = []
     for weights, metrics in needed.items():
-        path = getattr(quality, fields[weights])
+        path = getattr(quality, PATH_FIELDS[weights])
         purpose = f"eval.metrics = [{', '.join(metrics)}]"
         if path is not None:
-            purpose += f" with eval.quality.{fields[weights]} = {path}"
+            purpose += f" with eval.quality.{PATH_FIELDS[weights]} = {path}"
         required.append((weights, None if path is None else Path(path), purpose))
     return required
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from vaebench.config.spec import QualityMetric
 from vaebench.data.batches import eval_batches
-from vaebench.evaluation.quality import extractors, statistics
+from vaebench.evaluation.quality import PATH_FIELDS, extractors, statistics
 from vaebench.evaluation.quality.protocol import cached_features, default_cache_dir, protocol
 
 QUALITY_METRICS: tuple[str, ...] = get_args(QualityMetric)
@@ -85,7 +85,7 @@ class _Features:
 
     def path(self, name: str) -> Path:
         if name not in self.paths:
-            spec_path = self.quality.inception_path if name == "inception" else self.quality.vgg_path
+            spec_path = getattr(self.quality, PATH_FIELDS[name])
             self.paths[name] = extractors.weights_file(name, self.quality.weights, spec_path, self.cache_dir)
         return self.paths[name]
 
