@@ -190,6 +190,18 @@ def test_the_quality_metrics_need_the_inception_and_vgg16_weights_only_when_pret
     assert required_weights(EvalSpec(metrics=["ssim"])) == []
 
 
+def test_every_missing_quality_weights_file_is_named_in_one_message_with_one_fetch_command(hub: Path) -> None:
+    from vaebench.evaluation.quality import check_required_weights
+
+    with pytest.raises(UserError) as error:
+        check_required_weights(EvalSpec(metrics=["fid", "lpips"]))
+    message = str(error.value)
+    assert WEIGHTS["inception"].filename in message  # the first file, in full
+    assert "The vgg16 weights are missing or wrong too" in message
+    assert "`vaebench weights fetch inception vgg16`" in message
+    assert "\n" not in message  # one paragraph
+
+
 # ----------------------------------------------------------------------------- the CLI
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vaebench.core.errors import UserError
 from vaebench.core.weights import verified_weights
 
 WEIGHTS_FOR_METRIC: dict[str, str] = {
@@ -52,5 +53,17 @@ def check_required_weights(eval_spec: Any) -> None:
 
     Called before anything slow (the run's first training step, a model's loading); downloads nothing.
     """
+    errors: list[tuple[str, UserError]] = []
     for name, path, purpose in required_weights(eval_spec):
-        verified_weights(name, path, purpose)
+        try:
+            verified_weights(name, path, purpose)
+        except UserError as error:
+            errors.append((name, error))
+    if len(errors) == 1:
+        raise errors[0][1]
+    if errors:  # one message, one command for every file that is missing or wrong
+        names = " ".join(name for name, _ in errors)
+        raise UserError(
+            f"{errors[0][1]} The {', '.join(name for name, _ in errors[1:])} weights are missing or wrong "
+            f"too: `vaebench weights fetch {names}` fetches them all (`vaebench weights list` shows each)."
+        )
