@@ -98,6 +98,19 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+@contextmanager
+def requeue_exit() -> Iterator[None]:
+    """A run stopped by SIGUSR2/SIGTERM (SLURM's warning before a time limit or preemption) says where it
+    stopped and exits with EXIT_REQUEUE: checkpointed, to be rerun (`vaebench.train.signals`)."""
+    from vaebench.train.signals import EXIT_REQUEUE, StopToRequeue
+
+    try:
+        yield
+    except StopToRequeue as stop:
+        console.print(str(stop), markup=False, **PLAIN)
+        raise typer.Exit(EXIT_REQUEUE) from None
+
+
 def collect_overrides(sets: list[str] | None, extra: list[str]) -> dict:
     """--set k=v options plus trailing `--k=v` / `k=v` arguments, later ones winning."""
     unexpected = [a for a in extra if "=" not in a]
@@ -430,7 +443,7 @@ def run(
     from vaebench.launch.sweep_check import check_sweep_run
 
     in_sweep = sweep_run_suffix()
-    with user_errors():
+    with user_errors(), requeue_exit():
         variants = select(load_experiment(spec, collect_overrides(set_, ctx.args)), variant or [])
         plan = plan_runs(variants, runs_dir, seed or [], suffix or in_sweep)
         check_sweep_run([(p.variant.name, p.variant.spec, p.seed) for p in plan], spec, named=bool(suffix))
@@ -890,6 +903,12 @@ def main() -> None:
         # A worker of `--parallel` / `vaebench sweep` is stopped with SIGINT (Ctrl-C in the controller,
         # hyperband); an ignored SIGINT inherited from a backgrounded controller would make it unstoppable.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if os.environ.get("VAEBENCH_WORKER"):
+        # SIGUSR2 (SLURM's warning before a time limit or preemption) and SIGTERM would end the worker at
+        # once by default: from here on they stop it cleanly, with a checkpoint, and exit status 75.
+        from vaebench.train.signals import install_requeue_handlers
+
+        install_requeue_handlers()
     # A bug's traceback: rich's panels on a terminal, Python's own (never wrapped) in a log.
     app.pretty_exceptions_enable = on_terminals()
     app()
