@@ -30,7 +30,7 @@ from vaebench.evaluation.metrics import report_metrics
 from vaebench.launch.sweep_file import RUNS_DIR_ENV, run_arguments, sweep_run_suffix
 
 if TYPE_CHECKING:
-    from vaebench.config.spec import RunSpec
+    from vaebench.config.spec import RunSpec, SlurmSpec
 
 
 class CommandLine(TyperGroup):
@@ -335,6 +335,20 @@ class SlurmFlags:
     overrides: dict[str, Any]
     cluster: str = "slurm"
 
+    def defaults(self) -> SlurmSpec:
+        """The flags over SlurmSpec's defaults: the resources of jobs without a `slurm` section of their own
+        (a sweep's). A combination SlurmSpec refuses (--slurm-time 1 with the default signal delay) is a
+        UserError naming the fields."""
+        from pydantic import ValidationError
+
+        from vaebench.config.spec import SlurmSpec
+
+        try:
+            return SlurmSpec(**self.overrides)
+        except ValidationError as err:
+            why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in err.errors())
+            raise UserError(f"--slurm-* options: {why}") from None
+
 
 class SlurmOption(NamedTuple):
     field: str  # the SlurmSpec field it overrides, or "cluster" (submitit's, not the job's)
@@ -455,7 +469,6 @@ def run(
                 progress.queue(len(plan))
                 results = run_queue(plan, device=device, force=force, reporter=progress)
         else:
-            from vaebench.config.spec import SlurmSpec
             from vaebench.launch.runner import worker_command
             from vaebench.launch.workers import Board, make_executor
 
@@ -464,7 +477,7 @@ def run(
                 parallel=parallel,
                 devices=devices,
                 folder=runs_dir / "submitit",
-                slurm=SlurmSpec(**slurm.overrides),
+                slurm=slurm.defaults(),
                 cluster=slurm.cluster,
                 default_jobs=len(plan),
             )
@@ -607,7 +620,6 @@ def sweep(
     records every run's parameters, status and metric. Before the first run the file is checked: the
     command passes the parameters (${args}), the metric is one the runs log, a grid lists its values.
     """
-    from vaebench.config.spec import SlurmSpec
     from vaebench.launch.local_sweep import MAX_INITIAL_FAILURES, LocalSweep, sweep_table
     from vaebench.launch.workers import Board, make_executor
 
@@ -631,7 +643,7 @@ def sweep(
             parallel=parallel,
             devices=devices,
             folder=controller.state_dir / "submitit",
-            slurm=SlurmSpec(**slurm.overrides),
+            slurm=slurm.defaults(),
             cluster=slurm.cluster,
             default_jobs=4,
         )
