@@ -7,6 +7,7 @@ and SLURM's answers (`scontrol show job`) are strings.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from test_train import assert_identical, assert_same_metrics, last, run_cli, steps
 from tiny import QUICKSTART, TINY, on_training_calls, set_args, tiny_variant
@@ -35,7 +37,7 @@ from vaebench.launch.requeue import (
     write_record,
 )
 from vaebench.launch.runner import run_one
-from vaebench.launch.workers import WORKER_ENV, Job
+from vaebench.launch.workers import WORKER_ENV, Board, Job
 from vaebench.train.signals import EXIT_REQUEUE, StopToRequeue, stop_line, stop_position
 
 
@@ -352,6 +354,27 @@ def test_submitted_jobs_carry_the_signal_delay_and_start_without_an_old_record(
     short = Job("s", ["true"], tmp_path / "s.log", slurm=SlurmSpec().model_copy(update={"time_min": 1}))
     with pytest.raises(UserError, match=r"slurm\.signal_delay_s = 90 s"):  # --slurm-time 1 over a spec
         SubmititExecutor(tmp_path / "jobs", SlurmSpec()).configured(short)
+
+
+# ----------------------------------------------------------------------------- the controller
+
+
+def test_the_board_shows_a_requeued_job_with_cause_and_count(tmp_path: Path) -> None:
+    out = io.StringIO()
+    board = Board(Console(file=out, width=160), total=1, plain=True)
+    job = Job("runs/q/isotropic/seed0", ["true"], tmp_path / "seed0.log")
+    board.started(job, None)
+    board.refresh()
+    assert "requeued" not in out.getvalue()
+    write_record(
+        record_path(job.log), {"max_requeues": 10, "requeues": [{"count": 1, "cause": "time limit"}]}
+    )
+    board.refresh()
+    board.refresh()  # said once
+    assert out.getvalue().count("requeued (time limit, 1 of 10) runs/q/isotropic/seed0") == 1
+    table = io.StringIO()
+    Console(file=table, width=160).print(board._render())
+    assert "requeued (time limit, 1 of 10)" in table.getvalue()
 
 
 def test_stop_line_and_position_agree() -> None:

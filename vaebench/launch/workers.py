@@ -36,7 +36,7 @@ from rich.text import Text
 
 from vaebench.config.spec import SlurmSpec, signal_delay_problem
 from vaebench.core.errors import UserError
-from vaebench.launch.requeue import record_path
+from vaebench.launch.requeue import read_record, record_path, requeue_status
 
 POLL_S = 0.5  # how often running jobs are checked
 STOP_GRACE_S = 60.0  # after a stop request, how long a run may take to checkpoint before it is killed
@@ -326,8 +326,21 @@ class Board:
             )
 
     def refresh(self) -> None:
+        self._requeues()
         if self.live is not None:
             self.live.update(self._render())
+
+    def _requeues(self) -> None:
+        """A running SLURM job that was requeued shows "requeued (time limit, 1 of 10)" in place of
+        "running", read from the record its job keeps beside its log (`vaebench.launch.requeue`)."""
+        for name, row in self.rows.items():
+            if row["status"] != "running" or row["log"] is None:
+                continue
+            shown = requeue_status(read_record(record_path(row["log"])))
+            if shown != row.get("requeue"):
+                row["requeue"] = shown
+                if self.plain and shown:
+                    self._print(f"{shown} {name}")
 
     def _print(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -346,7 +359,8 @@ class Board:
         for name, row in ended + running:
             wall = row.get("wall", time.monotonic() - row["t0"])
             info = row.get("note") or (last_line(row["log"]) if row["status"] == "running" else "")
-            cells.append((name, row["device"], row["status"], f"{wall:.0f} s", info))
+            status = (row.get("requeue") if row["status"] == "running" else None) or row["status"]
+            cells.append((name, row["device"], status, f"{wall:.0f} s", info))
         columns = ("run", "device", "status", "time", "last output")
         whole = {c: max([len(c), *(len(cell[i]) for cell in cells)]) for i, c in enumerate(columns)}
         fixed = whole["device"] + whole["status"] + whole["time"] + 2 * (len(columns) - 1)
