@@ -30,7 +30,7 @@ from vaebench.evaluation.metrics import report_metrics
 from vaebench.launch.sweep_file import RUNS_DIR_ENV, run_arguments, sweep_run_suffix
 
 if TYPE_CHECKING:
-    from vaebench.config.spec import RunSpec
+    from vaebench.config.spec import RunSpec, SlurmSpec
 
 
 class CommandLine(TyperGroup):
@@ -96,6 +96,19 @@ def user_errors() -> Iterator[None]:
         # escaped: rich would read `.[sweeps]` or `[0.9, 0.999]` in a message as markup and drop it
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+@contextmanager
+def requeue_exit() -> Iterator[None]:
+    """A run stopped by SIGUSR2/SIGTERM (SLURM's warning before a time limit or preemption) says where it
+    stopped and exits with EXIT_REQUEUE: checkpointed, to be rerun (`vaebench.train.signals`)."""
+    from vaebench.train.signals import EXIT_REQUEUE, StopToRequeue
+
+    try:
+        yield
+    except StopToRequeue as stop:
+        console.print(str(stop), markup=False, **PLAIN)
+        raise typer.Exit(EXIT_REQUEUE) from None
 
 
 def collect_overrides(sets: list[str] | None, extra: list[str]) -> dict:
@@ -322,6 +335,20 @@ class SlurmFlags:
     overrides: dict[str, Any]
     cluster: str = "slurm"
 
+    def defaults(self) -> SlurmSpec:
+        """The flags over SlurmSpec's defaults: the resources of jobs without a `slurm` section of their own
+        (a sweep's). A combination SlurmSpec refuses (--slurm-time 1 with the default signal delay) is a
+        UserError naming the fields."""
+        from pydantic import ValidationError
+
+        from vaebench.config.spec import SlurmSpec
+
+        try:
+            return SlurmSpec(**self.overrides)
+        except ValidationError as err:
+            why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in err.errors())
+            raise UserError(f"--slurm-* options: {why}") from None
+
 
 class SlurmOption(NamedTuple):
     field: str  # the SlurmSpec field it overrides, or "cluster" (submitit's, not the job's)
@@ -430,7 +457,7 @@ def run(
     from vaebench.launch.sweep_check import check_sweep_run
 
     in_sweep = sweep_run_suffix()
-    with user_errors():
+    with user_errors(), requeue_exit():
         variants = select(load_experiment(spec, collect_overrides(set_, ctx.args)), variant or [])
         plan = plan_runs(variants, runs_dir, seed or [], suffix or in_sweep)
         check_sweep_run([(p.variant.name, p.variant.spec, p.seed) for p in plan], spec, named=bool(suffix))
@@ -442,7 +469,6 @@ def run(
                 progress.queue(len(plan))
                 results = run_queue(plan, device=device, force=force, reporter=progress)
         else:
-            from vaebench.config.spec import SlurmSpec
             from vaebench.launch.runner import worker_command
             from vaebench.launch.workers import Board, make_executor
 
@@ -451,7 +477,7 @@ def run(
                 parallel=parallel,
                 devices=devices,
                 folder=runs_dir / "submitit",
-                slurm=SlurmSpec(**slurm.overrides),
+                slurm=slurm.defaults(),
                 cluster=slurm.cluster,
                 default_jobs=len(plan),
             )
@@ -594,7 +620,6 @@ def sweep(
     records every run's parameters, status and metric. Before the first run the file is checked: the
     command passes the parameters (${args}), the metric is one the runs log, a grid lists its values.
     """
-    from vaebench.config.spec import SlurmSpec
     from vaebench.launch.local_sweep import MAX_INITIAL_FAILURES, LocalSweep, sweep_table
     from vaebench.launch.workers import Board, make_executor
 
@@ -618,7 +643,7 @@ def sweep(
             parallel=parallel,
             devices=devices,
             folder=controller.state_dir / "submitit",
-            slurm=SlurmSpec(**slurm.overrides),
+            slurm=slurm.defaults(),
             cluster=slurm.cluster,
             default_jobs=4,
         )
@@ -890,6 +915,12 @@ def main() -> None:
         # A worker of `--parallel` / `vaebench sweep` is stopped with SIGINT (Ctrl-C in the controller,
         # hyperband); an ignored SIGINT inherited from a backgrounded controller would make it unstoppable.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if os.environ.get("VAEBENCH_WORKER"):
+        # SIGUSR2 (SLURM's warning before a time limit or preemption) and SIGTERM would end the worker at
+        # once by default: from here on they stop it cleanly, with a checkpoint, and exit status 75.
+        from vaebench.train.signals import install_requeue_handlers
+
+        install_requeue_handlers()
     # A bug's traceback: rich's panels on a terminal, Python's own (never wrapped) in a log.
     app.pretty_exceptions_enable = on_terminals()
     app()

@@ -195,6 +195,38 @@ class SlurmSpec(Section):
     gpus_per_job: Int = Field(1, ge=0, description="GPUs of each job (one run uses one).")
     cpus_per_job: Int = Field(8, ge=1, description="CPU cores of each job (data loading workers).")
     mem_gb: Int | None = Field(None, ge=1, description="Memory of each job in GB (null: the default).")
+    signal_delay_s: Int = Field(
+        90,
+        ge=10,
+        description="Seconds before the time limit when SLURM sends SIGUSR2: the run checkpoints and the job "
+        "is requeued. At most half of slurm.time_min; SLURM may signal up to 60 s early.",
+    )
+    max_requeues: Int = Field(
+        10, ge=0, description="Requeues of a job at most (time limits and preemptions together); 0: never."
+    )
+
+    @model_validator(mode="after")
+    def _signal_before_the_limit(self) -> SlurmSpec:
+        problem = signal_delay_problem(self.time_min, self.signal_delay_s)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def signal_delay_problem(time_min: int, signal_delay_s: int) -> str | None:
+    """Why SLURM's warning signal `signal_delay_s` before a `time_min` limit is unusable, or None.
+
+    A job must train most of its time: a delay over half the limit would signal soon after the start
+    (the job would checkpoint and be requeued, again and again, having trained little or nothing).
+    """
+    if 2 * signal_delay_s <= 60 * time_min:
+        return None
+    return (
+        f"slurm.signal_delay_s = {signal_delay_s} s is not well below slurm.time_min = {time_min} min: "
+        f"SLURM would signal the job {max(60 * time_min - signal_delay_s, 0)} s after it starts, to stop "
+        "it and requeue it. Keep slurm.signal_delay_s at most half of the time limit: raise "
+        f"slurm.time_min or lower slurm.signal_delay_s (at most {30 * time_min} s for this time limit)."
+    )
 
 
 class RunSpec(Section):

@@ -41,6 +41,7 @@ from vaebench.runs.trained import load_trained_model
 from vaebench.train.fastpath import FAST
 from vaebench.train.loop import RunResult, train
 from vaebench.train.resume import check_finished_run, check_same_training_spec
+from vaebench.train.signals import EXIT_REQUEUE
 from vaebench.train.steps import PLAIN, TrainPath
 
 
@@ -325,8 +326,9 @@ def run_parallel(
         if outcome.returncode == 0 and paths.done.exists():
             results[run_dir] = RunResult(run_dir, "finished", summary, wall_s=outcome.wall_s)
             return "finished", ""
-        if outcome.stopped is not None:
-            error = f"{outcome.stopped}; rerun to resume (log: {outcome.job.log})"
+        if outcome.stopped is not None or outcome.returncode == EXIT_REQUEUE:
+            why = outcome.stopped or "stopped by SIGUSR2/SIGTERM to be requeued, but the job ended"
+            error = f"{why}; rerun to resume (log: {outcome.job.log})"
             results[run_dir] = RunResult(run_dir, "stopped", summary, error=error, wall_s=outcome.wall_s)
             return "stopped", error
         why = error_line(outcome.job.log) or f"exit status {outcome.returncode}"

@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -34,8 +34,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from vaebench.config.spec import SlurmSpec
+from vaebench.config.spec import SlurmSpec, signal_delay_problem
 from vaebench.core.errors import UserError
+from vaebench.launch.requeue import read_record, record_path, requeue_status
 
 POLL_S = 0.5  # how often running jobs are checked
 STOP_GRACE_S = 60.0  # after a stop request, how long a run may take to checkpoint before it is killed
@@ -119,17 +120,6 @@ def device_env(device: str | None) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device}
 
 
-def run_logged(argv: Sequence[str], env: Mapping[str, str], log: str) -> int:
-    """Run `argv` with `env` added to the environment, output appended to `log`; its exit status.
-
-    Module-level so that submitit can pickle it into a SLURM job.
-    """
-    with open(log, "ab") as out:
-        return subprocess.run(
-            list(argv), env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-        ).returncode
-
-
 # ----------------------------------------------------------------------------- executors
 
 
@@ -199,7 +189,9 @@ class SubmititExecutor:
 
     cluster: "slurm" (sbatch) or "local" (submitit's local executor: same files, local processes;
     used by the tests). Job files and SLURM's own logs go to `folder`; the run's output to its log.
-    Resources come from each job's SlurmSpec (the variant's `slurm` section) or `defaults`.
+    Resources come from each job's SlurmSpec (the variant's `slurm` section) or `defaults`. Each job is a
+    `vaebench.launch.slurm_job.RunJob`: at SLURM's warning signal (slurm.signal_delay_s before the time
+    limit, or a preemption) its run checkpoints and the job is requeued, up to slurm.max_requeues times.
     """
 
     def __init__(self, folder: Path, defaults: SlurmSpec, cluster: str = "slurm") -> None:
@@ -213,15 +205,33 @@ class SubmititExecutor:
         self.folder, self.defaults, self.cluster = Path(folder), defaults, cluster
 
     def start(self, job: Job, device: str | None) -> Handle:
+        from vaebench.launch.slurm_job import RunJob  # imports submitit
+
         executor = self.configured(job)
+        spec = job.slurm or self.defaults
         job.log.parent.mkdir(parents=True, exist_ok=True)
-        return _SubmititHandle(executor.submit(run_logged, job.argv, job.env, str(job.log)))
+        record_path(job.log).unlink(missing_ok=True)  # a new job: no requeue yet, whatever an old one did
+        env = {WORKER_ENV: "1", **job.env}  # the run must honour SIGINT, SIGUSR2 and SIGTERM (cli.main)
+        run = RunJob(
+            job.argv, env, job.log,
+            time_min=spec.time_min, signal_delay_s=spec.signal_delay_s, max_requeues=spec.max_requeues,
+        )  # fmt: skip
+        return _SubmititHandle(executor.submit(run))
 
     def configured(self, job: Job) -> Any:
         """A submitit executor set up with the job's resources (its sbatch header)."""
         spec = job.slurm or self.defaults
+        problem = signal_delay_problem(spec.time_min, spec.signal_delay_s)  # --slurm-time may cause it
+        if problem:
+            raise UserError(f"{job.name}: {problem}")
         try:
-            executor = self.submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
+            # submitit's own count of time limits must not stop requeues before slurm.max_requeues does
+            executor = self.submitit.AutoExecutor(
+                folder=self.folder,
+                cluster=self.cluster,
+                slurm_max_num_timeout=spec.max_requeues,
+                local_max_num_timeout=spec.max_requeues,
+            )
         except RuntimeError as err:  # submitit finds no `srun`: not on a SLURM cluster
             raise UserError(
                 f"--executor slurm: {err} Submit from a node of the cluster, or try the job path here "
@@ -237,6 +247,7 @@ class SubmititExecutor:
             params["mem_gb"] = spec.mem_gb
         if self.cluster == "slurm":
             params |= {"slurm_partition": spec.partition, "slurm_account": spec.account}
+            params["slurm_signal_delay_s"] = spec.signal_delay_s  # sbatch --signal=USR2@<delay>
             params = {k: v for k, v in params.items() if v is not None}
         else:
             params.pop("cpus_per_task")  # the local executor has no notion of it
@@ -315,8 +326,21 @@ class Board:
             )
 
     def refresh(self) -> None:
+        self._requeues()
         if self.live is not None:
             self.live.update(self._render())
+
+    def _requeues(self) -> None:
+        """A running SLURM job that was requeued shows "requeued (time limit, 1 of 10)" in place of
+        "running", read from the record its job keeps beside its log (`vaebench.launch.requeue`)."""
+        for name, row in self.rows.items():
+            if row["status"] != "running" or row["log"] is None:
+                continue
+            shown = requeue_status(read_record(record_path(row["log"])))
+            if shown != row.get("requeue"):
+                row["requeue"] = shown
+                if self.plain and shown:
+                    self._print(f"{shown} {name}")
 
     def _print(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -335,7 +359,8 @@ class Board:
         for name, row in ended + running:
             wall = row.get("wall", time.monotonic() - row["t0"])
             info = row.get("note") or (last_line(row["log"]) if row["status"] == "running" else "")
-            cells.append((name, row["device"], row["status"], f"{wall:.0f} s", info))
+            status = (row.get("requeue") if row["status"] == "running" else None) or row["status"]
+            cells.append((name, row["device"], status, f"{wall:.0f} s", info))
         columns = ("run", "device", "status", "time", "last output")
         whole = {c: max([len(c), *(len(cell[i]) for cell in cells)]) for i, c in enumerate(columns)}
         fixed = whole["device"] + whole["status"] + whole["time"] + 2 * (len(columns) - 1)

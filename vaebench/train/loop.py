@@ -28,8 +28,6 @@ never stopped.
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +58,7 @@ from vaebench.runs.paths import RunPaths
 from vaebench.runs.tracking import Tracker
 from vaebench.train.resume import open_run_folder, resume_checkpoint
 from vaebench.train.schedules import lr_at, scheduled, total_steps
+from vaebench.train.signals import DeferredInterrupt, StopToRequeue
 from vaebench.train.state import LoopState, zero_sums
 from vaebench.train.steps import PLAIN, Batches, TrainPath, TrainStep, training_loss
 
@@ -79,42 +78,6 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     wall_s: float = 0.0
-
-
-class DeferredInterrupt:
-    """Holds a first Ctrl-C (SIGINT) until the current training step is complete; a second one interrupts.
-
-    Nearly all of a step's time is spent inside forward/backward/optimizer.step: an immediate
-    KeyboardInterrupt would leave random numbers drawn, or parameters half updated, for a step the
-    checkpoint says did not happen, and the resumed run would differ from one never interrupted.
-    Signals reach only the main thread; elsewhere install() does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
-            signal.signal(signal.SIGINT, self._handle)
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> DeferredInterrupt:
-        self.install()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
 
 
 # ----------------------------------------------------------------------------- validation
@@ -323,10 +286,12 @@ def train(
                 )
         except KeyboardInterrupt as err:
             # No message: it came mid-step (a second Ctrl-C), nothing was saved, the last checkpoint stands.
-            reporter.message(
-                str(err)
-                or f"interrupted mid-step, nothing saved; the last checkpoint is {_last_checkpoint(paths)}"
-            )
+            # A StopToRequeue is said by whoever turns it into the exit status (`vaebench run`).
+            if not isinstance(err, StopToRequeue):
+                last_good = _last_checkpoint(paths)
+                reporter.message(
+                    str(err) or f"interrupted mid-step, nothing saved; the last checkpoint is {last_good}"
+                )
             raise
         finally:
             reporter.finish()
@@ -353,8 +318,8 @@ def train_loop(
 
     Each step: its learning rate and KL weight -> the step -> when scheduled (`scheduled`), read the
     step's numbers, write a metrics row (validating on the validation steps, best.pt when val/loss
-    improves), checkpoint last.pt -> stop. `state` is updated in place. A Ctrl-C held by `interrupt`
-    ends the step, checkpoints it, and raises KeyboardInterrupt.
+    improves), checkpoint last.pt -> stop. `state` is updated in place. A signal held by `interrupt`
+    ends the step, checkpoints it, and raises KeyboardInterrupt (SIGINT) or StopToRequeue (SIGUSR2, SIGTERM).
     """
     spec, paths, total = run.spec, run.paths, run.total
     t_log = time.perf_counter()
@@ -395,8 +360,8 @@ def train_loop(
             run.save(paths.last, state)
         if stop_now:
             return "stopped"
-        if interrupt.requested:  # Ctrl-C during this step, which is now complete
-            raise KeyboardInterrupt(f"interrupted at step {step}; rerun the same command to resume")
+        if interrupt.requested:  # Ctrl-C, SIGUSR2 or SIGTERM during this step, which is now complete
+            raise interrupt.stop(step, paths.root)
     return "trained"
 
 
