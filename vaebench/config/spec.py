@@ -195,6 +195,12 @@ class SlurmSpec(Section):
     gpus_per_job: Int = Field(1, ge=0, description="GPUs of each job (one run uses one).")
     cpus_per_job: Int = Field(8, ge=1, description="CPU cores of each job (data loading workers).")
     mem_gb: Int | None = Field(None, ge=1, description="Memory of each job in GB (null: the default).")
+    array_parallelism: Int | None = Field(
+        None,
+        ge=1,
+        description="Runs queued together go as one job array per slurm section; at most this many of its "
+        "jobs run at once (null: as many as SLURM allows).",
+    )
 
 
 class RunSpec(Section):
