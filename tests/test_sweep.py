@@ -273,6 +273,7 @@ def test_slurm_jobs_get_the_flags_resources_over_the_specs(
     """The sbatch header submitit writes: --slurm-* flags override the variant's `slurm` section."""
     pytest.importorskip("submitit")
     from vaebench.config.spec import SlurmSpec
+    from vaebench.launch.slurm_state import job_name
     from vaebench.launch.workers import Job, SubmititExecutor
 
     bin_dir = tmp_path / "bin"  # submitit only checks that `srun` exists
@@ -290,7 +291,7 @@ def test_slurm_jobs_get_the_flags_resources_over_the_specs(
         "--time=30",
         "--gpus-per-node=2",
         "--account=lab",
-        "--job-name=beta-001",
+        f"--job-name={job_name('beta-001')}",  # short, distinct in squeue's 8 characters
     ):
         assert f"#SBATCH {line}\n" in header
 

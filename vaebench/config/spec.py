@@ -204,6 +204,12 @@ class SlurmSpec(Section):
     max_requeues: Int = Field(
         10, ge=0, description="Requeues of a job at most (time limits and preemptions together); 0: never."
     )
+    array_parallelism: Int | None = Field(
+        None,
+        ge=1,
+        description="Runs queued together go as one job array per slurm section; at most this many of its "
+        "jobs run at once (null: as many as SLURM allows).",
+    )
 
     @model_validator(mode="after")
     def _signal_before_the_limit(self) -> SlurmSpec:

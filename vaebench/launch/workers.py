@@ -11,7 +11,9 @@ output goes to a log file; the parent shows one line per run and collects the re
 - `LocalExecutor`: subprocesses on this machine, one per slot. A slot is a GPU index (the run sees
   only that GPU), "cpu" (the run sees no GPU), or None (the environment is inherited).
 - `SubmititExecutor`: one SLURM job per run through submitit (partition, time, GPUs per job);
-  with cluster="local" submitit runs the jobs as local processes, which is how it is tested.
+  with cluster="local" submitit runs the jobs as local processes, which is how it is tested. Its
+  `start_many` submits the jobs of one slurm section as one job array; run_pool uses it when several
+  jobs start at once. Job states, why a job waits and whether it ever can: vaebench.launch.slurm_state.
 
 Ctrl-C in the parent asks every running run to stop (SIGINT: the trainer finishes its step and
 checkpoints), waits for them, and re-raises: rerunning the same command resumes them.
@@ -24,7 +26,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -37,9 +40,24 @@ from rich.text import Text
 from vaebench.config.spec import SlurmSpec, signal_delay_problem
 from vaebench.core.errors import UserError
 from vaebench.launch.requeue import read_record, record_path, requeue_status
+from vaebench.launch.slurm_state import (
+    JobState,
+    SlurmWatch,
+    fold_submitit_warnings,
+    folded_warnings,
+    group_by_section,
+    job_name,
+    refusal_message,
+    section_key,
+    status_text,
+    stuck_message,
+)
 
 POLL_S = 0.5  # how often running jobs are checked
 STOP_GRACE_S = 60.0  # after a stop request, how long a run may take to checkpoint before it is killed
+# A SLURM job that ended without a result file: how long to wait for the file (shared filesystems lag).
+RESULT_GRACE_S = 30.0
+JOB_CELL = 48  # characters of a SLURM job's state in the table (its error line is in the last column)
 
 StopReason = Literal["early-terminated", "interrupted"]
 
@@ -167,16 +185,63 @@ class LocalExecutor:
 
 
 class _SubmititHandle:
-    def __init__(self, job: Any) -> None:
-        self.job = job
+    """A submitit job. On a SLURM cluster its state comes from the executor's SlurmWatch (squeue, scontrol),
+    not from submitit's sacct calls: without accounting those never see a job end that left no result."""
+
+    def __init__(self, job: Any, run: Job | None = None, owner: SubmititExecutor | None = None) -> None:
+        self.job, self.run, self.owner = job, run, owner
+        self.state: JobState | None = None  # SLURM's, as last read
+        self.returncode: int | None = None
+        self.ended_by_slurm = False  # it left SLURM without a result (timeout, cancelled, out of memory...)
+        self._gone_since: float | None = None
+        self._final: str | None = None
 
     def poll(self) -> int | None:
-        if not self.job.done():
-            return None
+        watch = self.owner.watch if self.owner is not None else None
+        if watch is None:  # submitit's local cluster
+            return self._result() if self.job.done() else None
+        if self.returncode is not None:
+            return self.returncode
+        if self.job.paths.result_pickle.exists():
+            self.returncode = self._result()
+        else:
+            self.state = watch.state(str(self.job.job_id))
+            if self.state is None or not self.state.gone:
+                self._gone_since = None
+                if self.state is not None and self.state.state == "PENDING":
+                    self.owner.check_pending(self, self.state)  # type: ignore[union-attr]
+                return None
+            self._gone_since = self._gone_since or time.monotonic()
+            if time.monotonic() - self._gone_since < RESULT_GRACE_S:
+                return None
+            self.returncode, self.ended_by_slurm = 1, True
+        watch.forget(str(self.job.job_id))
+        return self.returncode
+
+    def _result(self) -> int:
         try:
             return int(self.job.result())
         except Exception:  # the job failed outside the run (timeout, node failure, cancelled)
             return 1
+
+    @property
+    def queued(self) -> bool:
+        return self.state is not None and self.state.state == "PENDING" and self.returncode is None
+
+    def describe(self) -> str | None:
+        """The job for the progress table ('1234 PENDING (Resources)'); None on submitit's local cluster."""
+        if self.owner is None or self.owner.watch is None:
+            return None
+        job_id = str(self.job.job_id)
+        if self.returncode is None:
+            return status_text(self.state, job_id)
+        if self._final is None:  # the run's exit status, or SLURM's state when it ended the job
+            slurm_failed = self.state is not None and self.state.state == "FAILED"
+            failed = self.returncode != 0 and (not self.ended_by_slurm or slurm_failed)
+            error = error_line(self.run.log) if failed and self.run is not None else ""
+            code = None if self.ended_by_slurm else self.returncode
+            self._final = status_text(self.state, job_id, code, error)
+        return self._final
 
     def stop(self) -> None:
         self.job.cancel(check=False)
@@ -203,27 +268,121 @@ class SubmititExecutor:
             ) from None
         self.submitit = submitit
         self.folder, self.defaults, self.cluster = Path(folder), defaults, cluster
+        self.watch = SlurmWatch() if cluster == "slurm" else None
+        self.handles: list[_SubmititHandle] = []
+        self._names: dict[str, str] = {}  # run name -> its job name
+        self._taken: set[str] = set()  # the job names' first characters, one per run
+        fold_submitit_warnings()
 
     def start(self, job: Job, device: str | None) -> Handle:
+        executor = self.configured(job)
+        with self._refusals([job]):
+            return self._handle(job, self._submit(executor, job))
+
+    def start_many(self, jobs: Sequence[Job]) -> list[Handle]:
+        """Start `jobs` at once: one job array per distinct slurm section (one sbatch each; at most
+        slurm.array_parallelism of its tasks run at once). Each task is still a job of its own to poll and
+        cancel. The handles come in the order of `jobs`; if one section is refused, none stay queued."""
+        specs = [self.spec(job) for job in jobs]
+        if self.watch is not None:
+            for spec in specs:
+                self.watch.preflight(spec)  # every section before any sbatch
+        handles: dict[int, Handle] = {}
+        try:
+            for group in group_by_section(specs):
+                members = [jobs[i] for i in group]
+                if len(members) == 1:
+                    handles[group[0]] = self.start(members[0], None)
+                    continue
+                name = job_name("\n".join(j.name for j in members), self._taken, count=len(members))
+                executor = self.configured(members[0], name=name)
+                with self._refusals(members):
+                    with executor.batch():  # one sbatch on leaving the block
+                        submitted = [self._submit(executor, job) for job in members]
+                handles |= {i: self._handle(j, s) for i, j, s in zip(group, members, submitted, strict=True)}
+        except UserError:
+            for handle in handles.values():
+                handle.stop()
+            raise
+        return [handles[i] for i in range(len(jobs))]
+
+    def _submit(self, executor: Any, job: Job) -> Any:
+        """Submit the job's command as a requeueable SLURM job (`slurm_job.RunJob`)."""
         from vaebench.launch.slurm_job import RunJob  # imports submitit
 
-        executor = self.configured(job)
-        spec = job.slurm or self.defaults
+        spec = self.spec(job)
         job.log.parent.mkdir(parents=True, exist_ok=True)
         record_path(job.log).unlink(missing_ok=True)  # a new job: no requeue yet, whatever an old one did
         env = {WORKER_ENV: "1", **job.env}  # the run must honour SIGINT, SIGUSR2 and SIGTERM (cli.main)
+        # as many torch threads as the job has cores (not whatever the submitting shell had)
+        env.setdefault("OMP_NUM_THREADS", str(spec.cpus_per_job))
         run = RunJob(
             job.argv, env, job.log,
             time_min=spec.time_min, signal_delay_s=spec.signal_delay_s, max_requeues=spec.max_requeues,
         )  # fmt: skip
-        return _SubmititHandle(executor.submit(run))
+        return executor.submit(run)
 
-    def configured(self, job: Job) -> Any:
-        """A submitit executor set up with the job's resources (its sbatch header)."""
-        spec = job.slurm or self.defaults
+    def _handle(self, job: Job, submitted: Any) -> _SubmititHandle:
+        handle = _SubmititHandle(submitted, job, self)
+        if self.watch is not None:
+            self.watch.watch(str(submitted.job_id))  # as poll asks for it
+        self.handles.append(handle)
+        return handle
+
+    @contextmanager
+    def _refusals(self, jobs: Sequence[Job]) -> Iterator[None]:
+        """sbatch's refusal (submitit raises it with sbatch's stderr) as a UserError naming what to change."""
+        from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+        try:
+            yield
+        except (FailedJobError, FailedSubmissionError) as err:
+            if self.watch is None:
+                raise
+            spec = self.spec(jobs[0])
+            part = self.watch.partition(spec.partition)
+            raise UserError(refusal_message([j.name for j in jobs], str(err), spec, part)) from None
+
+    def check_pending(self, handle: _SubmititHandle, state: JobState) -> None:
+        """A UserError when `handle`'s pending job can never start (slurm_state.SlurmWatch.stuck), after
+        cancelling it and the other queued jobs of its slurm section (they would wait forever too)."""
+        assert self.watch is not None and handle.run is not None
+        spec = self.spec(handle.run)
+        problems = self.watch.stuck(state, spec)
+        if problems is None:
+            return
+        same = [
+            h
+            for h in self.handles
+            if h is not handle
+            and h.returncode is None
+            and (h.state is None or h.state.state == "PENDING")
+            and section_key(self.spec(h.run)) == section_key(spec)  # type: ignore[arg-type]
+        ]
+        for h in [handle, *same]:
+            h.job.cancel(check=False)
+            h.returncode, h.ended_by_slurm = 1, True
+        part = self.watch.partition(spec.partition)
+        raise UserError(stuck_message(handle.run.name, state, spec, part, problems, len(same)))
+
+    def spec(self, job: Job) -> SlurmSpec:
+        return job.slurm or self.defaults
+
+    def job_name(self, job: Job) -> str:
+        """Its SLURM job name: short, and distinct from the other runs' in squeue's first 8 characters."""
+        if job.name not in self._names:
+            self._names[job.name] = job_name(job.name, self._taken)
+        return self._names[job.name]
+
+    def configured(self, job: Job, name: str | None = None) -> Any:
+        """A submitit executor set up with the job's resources (its sbatch header), after a check that some
+        node of its partition could run it (SlurmWatch.preflight). name: the job's (default: job_name)."""
+        spec = self.spec(job)
         problem = signal_delay_problem(spec.time_min, spec.signal_delay_s)  # --slurm-time may cause it
         if problem:
             raise UserError(f"{job.name}: {problem}")
+        if self.watch is not None:
+            self.watch.preflight(spec)
         try:
             # submitit's own count of time limits must not stop requeues before slurm.max_requeues does
             executor = self.submitit.AutoExecutor(
@@ -238,7 +397,7 @@ class SubmititExecutor:
                 "with --slurm-cluster local."
             ) from None
         params: dict[str, Any] = {
-            "name": job.name,
+            "name": name or self.job_name(job),
             "timeout_min": spec.time_min,
             "gpus_per_node": spec.gpus_per_job,
             "cpus_per_task": spec.cpus_per_job,
@@ -246,8 +405,12 @@ class SubmititExecutor:
         if spec.mem_gb is not None:
             params["mem_gb"] = spec.mem_gb
         if self.cluster == "slurm":
-            params |= {"slurm_partition": spec.partition, "slurm_account": spec.account}
-            params["slurm_signal_delay_s"] = spec.signal_delay_s  # sbatch --signal=USR2@<delay>
+            params |= {
+                "slurm_partition": spec.partition,
+                "slurm_account": spec.account,
+                "slurm_array_parallelism": spec.array_parallelism,
+                "slurm_signal_delay_s": spec.signal_delay_s,  # sbatch --signal=USR2@<delay>
+            }
             params = {k: v for k, v in params.items() if v is not None}
         else:
             params.pop("cpus_per_task")  # the local executor has no notion of it
@@ -300,6 +463,9 @@ class Board:
         if self.live is not None:
             self.live.update(self._render())
             self.live.stop()
+        elif self.plain:
+            for line in folded_warnings():
+                self._print(line)
 
     def started(self, job: Job, device: str | None) -> None:
         self.rows[job.name] = {
@@ -316,6 +482,15 @@ class Board:
         self.rows[name] = {"log": None, "device": "-", "t0": 0.0, "status": status, "wall": 0.0, "note": note}
         if self.plain:
             self._print(f"{status} {name}{': ' + note if note else ''}")
+
+    def job_state(self, name: str, text: str, queued: bool = False) -> None:
+        """A running run's SLURM job as the executor sees it ('1234 PENDING (Resources)'); queued: pending."""
+        row = self.rows[name]
+        if self.plain and text != row.get("job"):
+            self._print(f"{name}: SLURM job {text}")
+        row["job"] = text
+        if "wall" not in row:
+            row["status"] = "queued" if queued else "running"
 
     def done(self, outcome: Outcome, status: str, note: str = "") -> None:
         row = self.rows[outcome.job.name]
@@ -353,17 +528,19 @@ class Board:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         head = ", ".join(f"{n} {s}" for s, n in counts.items()) or "starting"
         items = list(self.rows.items())
-        running = [(n, r) for n, r in items if r["status"] == "running"]
-        ended = [(n, r) for n, r in items if r["status"] != "running"][-8:]  # the latest few
+        running = [(n, r) for n, r in items if "wall" not in r]
+        ended = [(n, r) for n, r in items if "wall" in r][-8:]  # the latest few
         cells = []
         for name, row in ended + running:
             wall = row.get("wall", time.monotonic() - row["t0"])
-            info = row.get("note") or (last_line(row["log"]) if row["status"] == "running" else "")
-            status = (row.get("requeue") if row["status"] == "running" else None) or row["status"]
-            cells.append((name, row["device"], status, f"{wall:.0f} s", info))
-        columns = ("run", "device", "status", "time", "last output")
+            info = row.get("note") or (last_line(row["log"]) if "wall" not in row else "")
+            device = row.get("job", row["device"])[:JOB_CELL]  # a SLURM job: its id, state and node
+            status = (row.get("requeue") if "wall" not in row else None) or row["status"]
+            cells.append((name, device, status, f"{wall:.0f} s", info))
+        jobs = any("job" in row for row in self.rows.values())
+        columns = ("run", "job" if jobs else "device", "status", "time", "last output")
         whole = {c: max([len(c), *(len(cell[i]) for cell in cells)]) for i, c in enumerate(columns)}
-        fixed = whole["device"] + whole["status"] + whole["time"] + 2 * (len(columns) - 1)
+        fixed = whole[columns[1]] + whole["status"] + whole["time"] + 2 * (len(columns) - 1)
         output = min(90, whole["last output"], max(24, self.console.width - fixed - whole["run"]))
         run_width = max(16, min(whole["run"], self.console.width - fixed - output))
         table = Table(header_style="bold", box=None, pad_edge=False)
@@ -376,7 +553,8 @@ class Board:
             run = Text(middle_cut(name, run_width))
             table.add_row(run, device, f"[{colour}]{status}[/]", wall, Text(info))
         total = f" of {self.total}" if self.total else ""
-        return Group(Text(f"runs{total}: {head}", style="bold"), table)
+        footer = [Text(line, style="dim") for line in folded_warnings()]
+        return Group(Text(f"runs{total}: {head}", style="bold"), table, *footer)
 
 
 def middle_cut(text: str, width: int) -> str:
@@ -408,18 +586,21 @@ def run_pool(
     active: dict[int, tuple[Job, Handle, float, StopReason | None]] = {}
     try:
         while True:
-            for slot in range(len(slots)):
-                if slot in active:
-                    continue
+            starting: list[tuple[int, Job]] = []
+            for slot in (s for s in range(len(slots)) if s not in active):
                 job = next_job()
                 if job is None:
                     break
-                active[slot] = (job, executor.start(job, slots[slot]), time.monotonic(), None)
+                starting.append((slot, job))
+            for (slot, job), handle in zip(starting, _start(executor, starting, slots), strict=True):
+                active[slot] = (job, handle, time.monotonic(), None)
                 board.started(job, slots[slot])
             if not active:
                 return
             time.sleep(POLL_S)
             _collect(active, slots, on_done, board)
+            for job, handle, _, _ in active.values():
+                _show_job(board, job, handle)
             if on_tick is not None:
                 to_stop = set(on_tick())
                 for slot, (job, handle, t0, stopped) in list(active.items()):
@@ -450,6 +631,23 @@ def run_pool(
         raise
 
 
+def _start(executor: Executor, starting: list[tuple[int, Job]], slots: Sequence[str | None]) -> list[Handle]:
+    """Start the jobs of free slots: all at once through the executor's `start_many` where it has one (SLURM:
+    a job array per slurm section), else one by one on their slots' devices."""
+    start_many = getattr(executor, "start_many", None)
+    if start_many is not None and len(starting) > 1:
+        return start_many([job for _, job in starting])
+    return [executor.start(job, slots[slot]) for slot, job in starting]
+
+
+def _show_job(board: Board, job: Job, handle: Handle) -> None:
+    """The handle's job state on the board, for handles that have one (SLURM jobs)."""
+    describe = getattr(handle, "describe", None)
+    text = describe() if describe is not None else None
+    if text:
+        board.job_state(job.name, text, getattr(handle, "queued", False))
+
+
 def _collect(
     active: dict[int, tuple[Job, Handle, float, StopReason | None]],
     slots: Sequence[str | None],
@@ -461,6 +659,7 @@ def _collect(
         if code is None:
             continue
         del active[slot]
+        _show_job(board, job, handle)
         outcome = Outcome(job, code, slots[slot] or "-", time.monotonic() - t0, stopped)
         status, note = on_done(outcome)
         board.done(outcome, status, note)
