@@ -503,7 +503,7 @@ class FakeAutoExecutor:
     sbatch: ClassVar[list[tuple[dict[str, Any], int]]] = []  # (parameters, jobs) per sbatch call
     next_id: ClassVar[int] = 900
 
-    def __init__(self, folder: Path, cluster: str) -> None:
+    def __init__(self, folder: Path, cluster: str, **max_num_timeout: int) -> None:
         self.folder, self.params = Path(folder), {}
         self._batch: list[FakeJob] | None = None
 
