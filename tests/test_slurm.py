@@ -24,9 +24,12 @@ from slurm_cluster import (
     find_cluster,
     job_ids_of,
     job_record,
+    requeue,
     require_cluster,
+    send_signal,
     slurm,  # noqa: F401  (the fixture)
     slurm_args,
+    wait_for,
 )
 from tiny import QUICKSTART, TINY, set_args
 from vaebench.runs.checkpoint import load_checkpoint
@@ -128,3 +131,147 @@ def test_without_a_cluster_the_slurm_tests_fail_in_ci_and_skip_elsewhere(
     assert find_cluster() == "node vm of the SLURM cluster is drained, not idle (sinfo -R says why)"
     sinfo_says("echo 'debug* vm 2 22900 idle'")
     assert find_cluster() == Cluster("debug", "vm", 2, 22900, "idle")
+
+
+# ----------------------------------------------------------------------------- time limits, preemption
+
+LONG = {"train.steps": 1500, "train.checkpoint_every": 100, "train.val_every": 500, "train.log_every": 10}
+
+
+def start_long_run(runs: Path, cluster: Cluster, *extra: str) -> subprocess.Popen[str]:
+    """The controller of a longer tiny run on SLURM (about 30 s of training), in the background."""
+    argv = [sys.executable, "-m", "vaebench", "run", str(QUICKSTART), "--variant", "isotropic"]
+    argv += [
+        "--runs-dir",
+        str(runs),
+        "--quiet",
+        *set_args({**OVERRIDES, **LONG}),
+        *slurm_args(cluster),
+        *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def logged_step(runs: Path) -> int:
+    """The last training step metrics.jsonl shows (0 before the first row)."""
+    try:
+        rows = (runs / RUN / "metrics.jsonl").read_text().splitlines()
+        return json.loads(rows[-1])["step"] if rows else 0
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def running_job(runs: Path, after_step: int) -> str:
+    """The id of the run's SLURM job once it is RUNNING and has trained past `after_step`."""
+    wait_for(lambda: job_ids_of(runs / "submitit"), 60, "the job to be submitted")
+    (job_id,) = job_ids_of(runs / "submitit")
+    wait_for(lambda: logged_step(runs) > after_step, 90, f"the run to train past step {after_step}")
+    return job_id
+
+
+def finish(controller: subprocess.Popen[str]) -> str:
+    out, _ = controller.communicate(timeout=180)
+    assert controller.returncode == 0, out
+    return out
+
+
+def same_final_weights(runs: Path, reference: Path) -> None:
+    ours = load_checkpoint(runs / RUN / "checkpoints" / "last.pt")
+    theirs = load_checkpoint(reference / RUN / "checkpoints" / "last.pt")
+    assert ours["loop"]["step"] == theirs["loop"]["step"] == LONG["train.steps"]
+    different = [k for k in ours["model"] if not torch.equal(ours["model"][k], theirs["model"][k])]
+    assert not different, f"weights that differ from the uninterrupted run: {different}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The longer run, trained here in one go (one thread): what every interrupted one must equal."""
+    runs = tmp_path_factory.mktemp("uninterrupted") / "runs"
+    done = vaebench_run(runs, *set_args(LONG))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return runs
+
+
+@pytest.mark.slurm
+def test_a_job_warned_of_its_time_limit_checkpoints_requeues_and_ends_bit_identical(
+    slurm: Cluster,  # noqa: F811
+    uninterrupted: Path,
+    tmp_path: Path,
+) -> None:
+    """SIGUSR2, as SLURM sends it signal_delay_s before the limit (sent early here with scancel): the run
+    checkpoints, the job requeues itself, and the requeued job resumes to the same weights."""
+    runs = tmp_path / "runs"
+    # a 2 min limit warned 60 s ahead: a signal now is the time-limit warning
+    controller = start_long_run(runs, slurm, "--set", "slurm.time_min=2", "--set", "slurm.signal_delay_s=60")
+    try:
+        job_id = running_job(runs, after_step=200)
+        send_signal(job_id, "USR2")
+        out = finish(controller)
+    finally:
+        controller.kill()
+        cancel(job_ids_of(runs / "submitit"))
+    assert f"finished {runs / RUN}" in out
+    record = json.loads((runs / RUN).with_name("seed0.requeue.json").read_text())
+    (requeued,) = record["requeues"]
+    assert requeued["cause"] == "time limit" and requeued["count"] == 1 and requeued["step"] > 200
+    assert record["refused"] is None
+    assert "stopped to be requeued at step" in (runs / RUN).with_name("seed0.log").read_text()
+    same_final_weights(runs, uninterrupted)
+
+
+@pytest.mark.slurm
+def test_a_preempted_job_is_requeued_by_slurm_and_resumes_bit_identical(
+    slurm: Cluster,  # noqa: F811
+    uninterrupted: Path,
+    tmp_path: Path,
+) -> None:
+    """`scontrol requeue`, what preemption with PreemptMode=REQUEUE does: SIGTERM, then SIGKILL; the run
+    checkpoints on SIGTERM, and the job SLURM starts again resumes it."""
+    runs = tmp_path / "runs"
+    controller = start_long_run(runs, slurm)
+    try:
+        job_id = running_job(runs, after_step=200)
+        requeue(job_id)
+        wait_for(lambda: job_record(job_id).get("Restarts", "0") != "0", 30, "SLURM to requeue the job")
+        out = finish(controller)
+    finally:
+        controller.kill()
+        cancel(job_ids_of(runs / "submitit"))
+    assert f"finished {runs / RUN}" in out
+    assert "stopped to be requeued at step" in (runs / RUN).with_name("seed0.log").read_text()
+    same_final_weights(runs, uninterrupted)
+
+
+@pytest.mark.slurm
+def test_a_cancelled_job_is_reported_cancelled_and_keeps_its_checkpoints(
+    slurm: Cluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    runs = tmp_path / "runs"
+    controller = start_long_run(runs, slurm)
+    try:
+        job_id = running_job(runs, after_step=200)
+        cancel([job_id])
+        out, _ = controller.communicate(timeout=120)
+    finally:
+        controller.kill()
+    assert controller.returncode != 0
+    assert "CANCELLED" in out, out
+    checkpoint = load_checkpoint(runs / RUN / "checkpoints" / "last.pt")
+    assert checkpoint["loop"]["step"] >= 100  # the periodic checkpoint survives the cancellation
+
+
+@pytest.mark.slurm
+def test_a_request_no_node_can_satisfy_fails_fast_naming_what_to_change(
+    slurm: Cluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    runs = tmp_path / "runs"
+    too_many = slurm.cpus + 6
+    done = vaebench_run(runs, *slurm_args(slurm), "--set", f"slurm.cpus_per_job={too_many}")
+    assert done.returncode != 0
+    message = done.stdout + done.stderr
+    assert f"slurm.cpus_per_job {too_many} is more than any node has ({slurm.cpus})" in message
+    assert f"partition {slurm.partition}: 1 node, {slurm.cpus} CPUs" in message
+    assert job_ids_of(runs / "submitit") == []  # nothing was submitted

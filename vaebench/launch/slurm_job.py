@@ -41,11 +41,12 @@ from vaebench.launch.requeue import (
     scontrol_fields,
     write_record,
 )
-from vaebench.train.signals import stop_position
+from vaebench.train.signals import EXIT_REQUEUE, stop_position
 
 POLL_S = 0.2  # how often the child is checked
 KILL_WAIT_S = 10.0  # after SIGKILL, how long to wait for the child to be gone
 LOG_TAIL = 1 << 16  # bytes of this attempt's output searched for where the run stopped
+SIGTERM_GRACE_S = 180.0  # after a run stopped on SIGTERM, how long to wait for SLURM's SIGKILL (KillWait)
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -77,7 +78,16 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> int:
         self.start()
-        return self.wait()
+        code = self.wait()
+        if code == EXIT_REQUEUE and os.environ.get("SLURM_JOB_ID"):
+            # The run stopped on SIGTERM, not on the USR2 that `checkpoint` handles (that path never
+            # returns here): SLURM is requeueing the job (preemption, `scontrol requeue`) or cancelling
+            # it, and SIGKILLs this process KillWait seconds after the SIGTERM. Returning now would write
+            # a result, and the requeued job would never rerun the run: wait for SLURM instead.
+            deadline = time.monotonic() + SIGTERM_GRACE_S
+            while time.monotonic() < deadline:
+                time.sleep(POLL_S)
+        return code
 
     def start(self) -> None:
         """Start the child, its output appended to the log."""
