@@ -141,9 +141,9 @@ def job_ids_of(folder: Path) -> list[str]:
     ids = {
         m[1]
         for p in Path(folder).glob("*_submitted.pkl")
-        if (m := re.fullmatch(r"(\d+)_submitted\.pkl", p.name))
+        if (m := re.fullmatch(r"(\d+(?:_\d+)?)_submitted\.pkl", p.name))  # 123, or 123_4: an array's task
     }
-    return sorted(ids, key=int)
+    return sorted(ids, key=lambda i: tuple(int(part) for part in i.split("_")))
 
 
 def send_signal(job_id: str, signal: str, *, batch_shell: bool = False) -> None:

@@ -275,3 +275,30 @@ def test_a_request_no_node_can_satisfy_fails_fast_naming_what_to_change(
     assert f"slurm.cpus_per_job {too_many} is more than any node has ({slurm.cpus})" in message
     assert f"partition {slurm.partition}: 1 node, {slurm.cpus} CPUs" in message
     assert job_ids_of(runs / "submitit") == []  # nothing was submitted
+
+
+@pytest.mark.slurm
+def test_a_grid_goes_as_one_job_array_with_short_distinct_names(
+    slurm: Cluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Both variants of the quickstart: one sbatch (an array of two tasks), both runs finished."""
+    runs = tmp_path / "runs"
+    argv = [sys.executable, "-m", "vaebench", "run", str(QUICKSTART), "--runs-dir", str(runs), "--quiet"]
+    argv += [*set_args(OVERRIDES), *slurm_args(slurm)]
+    try:
+        done = subprocess.run(argv, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                              text=True, timeout=180, check=False)  # fmt: skip
+    finally:
+        cancel(job_ids_of(runs / "submitit"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for variant in ("isotropic", "variance"):
+        assert (runs / "quickstart" / variant / "seed0" / "DONE").is_file()
+    scripts = list((runs / "submitit").glob("*_submission.sh"))
+    assert len(scripts) == 1  # one sbatch
+    header = scripts[0].read_text()
+    assert "#SBATCH --array=0-1" in header
+    (name,) = (
+        line.split("=", 1)[1] for line in header.splitlines() if line.startswith("#SBATCH --job-name=")
+    )
+    assert len(name) <= 16 and name.startswith("vb-")
