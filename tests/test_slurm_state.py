@@ -424,7 +424,7 @@ def test_a_request_beyond_the_partition_is_stuck_whatever_the_reason() -> None:
 def test_the_preflight_refuses_a_request_no_node_offers_before_submitting() -> None:
     slurm = FakeSlurm()
     watch = SlurmWatch(slurm)
-    refused = r"could never start on debug.*slurm.cpus_per_job 8.*Nothing was submitted"
+    refused = r"could never start on partition debug.*slurm.cpus_per_job 8.*Nothing was submitted"
     with pytest.raises(UserError, match=refused):
         watch.preflight(SlurmSpec(cpus_per_job=8, gpus_per_job=0))
     watch.preflight(SlurmSpec(partition="gpu", cpus_per_job=8, gpus_per_job=1))

@@ -358,7 +358,7 @@ def resources_message(
         if change
         else "Pick another partition with slurm.partition."
     )
-    return f"{head} It asks for {request_text(spec)}; {limits}.{found} {fix}{' ' + tail if tail else ''}"
+    return f"{head} Each asks for {request_text(spec)}; {limits}.{found} {fix}{' ' + tail if tail else ''}"
 
 
 def stuck_message(
@@ -543,7 +543,8 @@ class SlurmWatch:
         part = self.partition(spec.partition)
         problems = request_problems(spec, part) if part else []
         if problems:
-            head = f"These SLURM jobs could never start on {part.name if part else 'their partition'}."
+            where = f"partition {part.name}" if part else "their partition"
+            head = f"The SLURM jobs of this slurm section could never start on {where}."
             raise UserError(resources_message(head, spec, part, problems, "", "Nothing was submitted."))
 
     def stuck(self, state: JobState, spec: SlurmSpec) -> list[tuple[str, str]] | None:
