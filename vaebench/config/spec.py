@@ -146,6 +146,22 @@ class QualitySpec(Section):
     )
 
 
+class DisentanglementSpec(Section):
+    """Sample counts of the disentanglement metrics (MIG, DCI, SAP, FactorVAE), computed when the data has
+    discrete factors (`vaebench.data.factors`). Counts below disentanglement_lib's (10,000 / 5,000) are
+    recorded and marked not comparable to published values. (Fields: issue 24.)"""
+
+    num_train: Int = Field(10_000, ge=10, description="Images the scores are fitted on (MIG, DCI, SAP).")
+    num_test: Int = Field(5_000, ge=10, description="Images DCI and SAP are tested on.")
+    seed: Int = Field(0, description="Seed of the images drawn for the scores.")
+
+
+class ProbeSpec(Section):
+    """Linear probes of CelebA's 40 attributes on posterior means (issue 24)."""
+
+    enabled: bool = Field(False, description="Fit the attribute probes at evaluation (CelebA only).")
+
+
 class EvalSpec(Section):
     split: Literal["train", "val", "test"] = "test"
     iw_samples: Int = Field(
@@ -167,6 +183,8 @@ class EvalSpec(Section):
         "precision_recall, lpips, ssim (each costs a pass of its own; see eval.quality).",
     )
     quality: QualitySpec = Field(default_factory=QualitySpec)
+    disentanglement: DisentanglementSpec = Field(default_factory=DisentanglementSpec)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)
 
     @field_validator("metrics")
     @classmethod

@@ -26,6 +26,12 @@ class SyntheticDataSpec(Section):
     )
     image_size: Int = Field(64, ge=8, le=1024, description="Side of the square images, in pixels.")
     seed: Int = Field(0, description="Seed of the generator; split i uses seed + i, so splits differ.")
+    factor_levels: Int | None = Field(
+        None,
+        ge=2,
+        description="Discrete mode: each factor on a grid of this many values (null: continuous, uniform); "
+        "the disentanglement metrics need it.",
+    )
     flip: bool = Field(False, description="Random horizontal flips of training images.")
     num_workers: Int = Field(0, ge=0, description="DataLoader worker processes.")
 
