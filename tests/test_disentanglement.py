@@ -10,12 +10,19 @@ boosted trees run on 4 factors of 5 values, so that the file runs in seconds.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from torch import Tensor
 
+from vaebench.config.spec import EvalSpec, RunSpec
 from vaebench.evaluation import disentanglement as d
+from vaebench.evaluation.metrics import METRICS, EvalContext, compute_metrics
+from vaebench.evaluation.metrics import disentanglement as entries
+from vaebench.launch.sweep_check import summary_metrics
 
 LN2 = math.log(2)
 
@@ -178,3 +185,106 @@ def test_factor_vae_prunes_latents_below_the_threshold_which_would_otherwise_win
     pruned = d.factor_vae_score(variance, *batches, 10)
     assert unpruned.num_active_dims == 11 and unpruned.eval_accuracy <= 0.2
     assert pruned.num_active_dims == 10 and pruned.eval_accuracy >= 0.9
+
+
+# ----------------------------------------------------------------------------- the registry entries
+
+KEYS = [
+    "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "dci_informativeness_train",
+    "sap", "factor_vae", "factor_vae_train", "factor_vae_active_dims", "disentanglement_num_train",
+    "disentanglement_num_test", "factor_vae_num_eval", "disentanglement_comparable",
+]  # fmt: skip
+SMALL = {  # counts far below the lib's: seconds on a CPU
+    "eval.disentanglement.num_train": 60,
+    "eval.disentanglement.num_test": 30,
+    "eval.disentanglement.factor_vae.batch_size": 8,
+    "eval.disentanglement.factor_vae.num_train": 20,
+    "eval.disentanglement.factor_vae.num_eval": 10,
+    "eval.disentanglement.factor_vae.num_variance_estimate": 40,
+}
+
+
+class Bars:
+    """A fake factor dataset of 16x16 images: red level (3 values), a bar's column (4), green level (2)."""
+
+    factor_names = ("red", "bar", "green")
+    factor_sizes = (3, 4, 2)
+
+    def __init__(self) -> None:
+        self.rendered = 0
+
+    def sample_codes(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.stack([torch.randint(s, (n,), generator=generator) for s in self.factor_sizes], dim=1)
+
+    def render_codes(self, codes: Tensor) -> Tensor:
+        images = torch.zeros(len(codes), 3, 16, 16, dtype=torch.uint8)
+        images[:, 0] = (codes[:, 0] * 120).to(torch.uint8)[:, None, None]
+        images[:, 1] = (codes[:, 2] * 250).to(torch.uint8)[:, None, None]
+        for i, column in enumerate(codes[:, 1].tolist()):
+            images[i, 2, :, 4 * column : 4 * column + 4] = 255
+        self.rendered += len(codes)
+        return images
+
+
+def test_disentanglement_keys_exist_only_for_data_with_factors(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = RunSpec.model_validate({"eval": {"split": "val"}})
+    zeros = torch.zeros(3, 2)
+    ctx = EvalContext("val", {"kl": torch.zeros(3)}, zeros, zeros, torch.zeros(2), 12, 1, 0.01, 2,
+                      torch.Generator(), eval_spec=spec.eval, data_spec=spec.data)  # fmt: skip
+    assert [k for k, m in METRICS.items() if m.applies_to is not None] == KEYS
+    cheap = {k: m for k, m in METRICS.items() if k in ("kl", "num_images") or m.applies_to is not None}
+    monkeypatch.setattr("vaebench.evaluation.metrics.METRICS", cheap)
+    assert set(compute_metrics(ctx)) == {"val/kl", "val/num_images"}  # no factors: nothing computed
+    assert not {f"val/{k}" for k in KEYS} & set(summary_metrics(spec))
+    monkeypatch.setattr(entries, "factor_source", lambda data: Bars())
+    assert {f"val/{k}" for k in KEYS if METRICS[k].fmt} <= set(summary_metrics(spec))
+
+
+@pytest.mark.slow
+def test_a_run_on_factor_data_records_every_score_its_counts_and_wall_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tiny
+    from vaebench.evaluation.evaluate import evaluate_run
+    from vaebench.launch.runner import run_one
+    from vaebench.runs.io import read_json
+
+    source = Bars()
+    monkeypatch.setattr(entries, "factor_source", lambda data: source)
+    variant = tiny.tiny_variant(
+        eval__at_end=True, eval__iw_samples=2, **{k.replace(".", "__"): v for k, v in SMALL.items()}
+    )
+    run_dir = tmp_path / "seed0"
+    assert run_one(variant, 0, run_dir, device="cpu").status == "finished"
+    summary = read_json(run_dir / "summary.json")
+    assert set(summary_metrics(variant.spec)) <= set(summary)  # what a sweep may select on is written
+    for key in ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "factor_vae"):
+        assert 0.0 <= summary[f"test/{key}"] <= 1.0, key
+    assert summary["test/factor_vae_active_dims"] <= 4  # tiny.py's latent_dim
+    assert (summary["test/disentanglement_num_train"], summary["test/disentanglement_num_test"]) == (60, 30)
+    assert summary["test/disentanglement_comparable"] is False
+    assert source.rendered == 60 + 30 + 40 + (20 + 10) * 8  # every image drawn once, none for other splits
+
+    record = read_json(run_dir / "eval" / "test.json")
+    assert record["latest"].endswith(",factors=60/30/20/0,fvae=8x20/10/40")
+    protocol = record["results"][record["latest"]]["settings"]["disentanglement"]
+    assert protocol["factors"] == {"red": 3, "bar": 4, "green": 2} and protocol["prune_threshold"] == 0.05
+    assert set(protocol["wall_s"]) == {"encode", "mig", "dci", "sap", "factor_vae"}
+
+    # the same seed draws the same images: evaluating again gives the same scores
+    again = evaluate_run(run_dir, checkpoint="best", device="cpu")
+    assert all(again[f"test/{k}"] == summary[f"test/{k}"] for k in KEYS)
+
+
+def test_comparable_needs_the_libs_counts_and_its_batch_of_64() -> None:
+    assert entries.comparable(EvalSpec().disentanglement)
+    for field, value in (("num_train", 9_999), ("num_bins", 10), ("factor_vae.batch_size", 128)):
+        spec = EvalSpec.model_validate({"disentanglement": _nested(field, value)}).disentanglement
+        assert not entries.comparable(spec), field
+    more = EvalSpec.model_validate({"disentanglement": {"num_train": 20_000}}).disentanglement
+    assert entries.comparable(more)
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    head, _, rest = dotted.partition(".")
+    return {head: _nested(rest, value) if rest else value}
