@@ -53,7 +53,7 @@ def fixed_factor_codes(
     fixed[v] (uniform over the K factors) set to its value in the batch's first code, as the lib's
     `_generate_training_sample`."""
     fixed = torch.randint(len(source.factor_sizes), (num_votes,), generator=generator)
-    codes = source.sample_codes(num_votes * batch_size, generator).view(num_votes, batch_size, -1)
+    codes = source.sample_codes(num_votes * batch_size, generator).reshape(num_votes, batch_size, -1)
     votes = torch.arange(num_votes)
     codes[votes, :, fixed] = codes[votes, 0, fixed].unsqueeze(1)
     return codes, fixed
@@ -62,14 +62,13 @@ def fixed_factor_codes(
 class _Encoder:
     """Renders codes and encodes them to posterior means, with one progress bar over the whole pass."""
 
-    def __init__(self, ctx: EvalContext, source: FactorSource, total_images: int) -> None:
+    def __init__(self, ctx: EvalContext, source: FactorSource, image_sets: list[int]) -> None:
         self.model, self.device, self.source = ctx.model, ctx.device, source
         self.batch = ctx.eval_spec.batch_size
         self.progress, self.done = ctx.progress, 0
         if self.progress is not None:
-            self.progress.start(
-                f"disentanglement: {total_images:,} factor images", math.ceil(total_images / self.batch), 0
-            )
+            calls = sum(math.ceil(n / self.batch) for n in image_sets)
+            self.progress.start(f"disentanglement: {sum(image_sets):,} factor images", calls, 0)
 
     @torch.no_grad()
     def __call__(self, codes: Tensor) -> np.ndarray:
@@ -107,12 +106,12 @@ def _compute(ctx: EvalContext) -> dict[str, Any]:
     spec, source = ctx.eval_spec.disentanglement, factor_source(ctx.data_spec)
     assert source is not None  # applies_to
     fvae = spec.factor_vae
-    total = spec.num_train + spec.num_test + fvae.num_variance_estimate
-    total += (fvae.num_train + fvae.num_eval) * fvae.batch_size
+    image_sets = [spec.num_train, spec.num_test, fvae.num_variance_estimate]
+    image_sets += [fvae.num_train * fvae.batch_size, fvae.num_eval * fvae.batch_size]
     seconds: dict[str, float] = {}
     was_training = ctx.model.training
     ctx.model.eval()
-    encode = _Encoder(ctx, source, total)
+    encode = _Encoder(ctx, source, image_sets)
     try:
         started = time.perf_counter()
         codes_train = source.sample_codes(spec.num_train, _generator(spec.seed, _TRAIN))  # (N, K)
