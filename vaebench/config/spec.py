@@ -146,13 +146,27 @@ class QualitySpec(Section):
     )
 
 
+class FactorVAEScoreSpec(Section):
+    """Sample counts of the FactorVAE score: votes of batches with one factor held fixed (defaults:
+    disentanglement_lib's)."""
+
+    batch_size: Int = Field(64, ge=2, description="Images per vote, one factor held fixed across them.")
+    num_train: Int = Field(10_000, ge=1, description="Votes the majority-vote classifier is fitted on.")
+    num_eval: Int = Field(5_000, ge=1, description="Votes it is scored on (the FactorVAE score).")
+    num_variance_estimate: Int = Field(
+        10_000, ge=2, description="Images the global variance of each latent is estimated on."
+    )
+
+
 class DisentanglementSpec(Section):
     """Sample counts of the disentanglement metrics (MIG, DCI, SAP, FactorVAE), computed when the data has
-    discrete factors (`vaebench.data.factors`). Counts below disentanglement_lib's (10,000 / 5,000) are
-    recorded and marked not comparable to published values. (Fields: issue 24.)"""
+    discrete factors (`vaebench.data.factors`). Counts below disentanglement_lib's (the defaults) are
+    recorded and marked not comparable to published values (`vaebench.evaluation.disentanglement`)."""
 
     num_train: Int = Field(10_000, ge=10, description="Images the scores are fitted on (MIG, DCI, SAP).")
     num_test: Int = Field(5_000, ge=10, description="Images DCI and SAP are tested on.")
+    num_bins: Int = Field(20, ge=2, description="MIG: equal-width histogram bins of each latent.")
+    factor_vae: FactorVAEScoreSpec = Field(default_factory=FactorVAEScoreSpec)
     seed: Int = Field(0, description="Seed of the images drawn for the scores.")
 
 

@@ -236,6 +236,8 @@ def evaluate_model(
     if "quality_protocol" in ctx.extra:  # eval.metrics: everything the quality scores depend on
         settings["metrics"] = list(eval_spec.metrics)
         settings["quality"] = ctx.extra["quality_protocol"]
+    if "disentanglement_protocol" in ctx.extra:  # data with factors: the counts, factors and wall seconds
+        settings["disentanglement"] = ctx.extra["disentanglement_protocol"]
     return EvalResult(metrics, per_dim, settings, _standard_errors(ctx), ctx.per_image)
 
 
@@ -363,11 +365,25 @@ def settings_key(settings: dict[str, Any]) -> str:
     replace each other; re-evaluating with the same settings (e.g. after more training) replaces.
     """
     s = settings
-    return (
+    key = (
         f"checkpoint={s['checkpoint']},K={s['iw_samples']},images={s['num_images']},"
         f"batch={s['batch_size']},mi_batch={s['mi_batch_size']},seed={s['seed']},"
         f"threshold={s['active_threshold']:g},likelihood={s['likelihood']},autocast={s['autocast'] or 'off'}"
-    ) + (f",quality={s['quality']['id']}:{'+'.join(s['metrics'])}" if "quality" in s else "")
+    )
+    if "quality" in s:
+        key += f",quality={s['quality']['id']}:{'+'.join(s['metrics'])}"
+    if "disentanglement" in s:
+        key += _disentanglement_key(s["disentanglement"])
+    return key
+
+
+def _disentanglement_key(d: dict[str, Any]) -> str:
+    """The disentanglement counts in a settings key: ",factors=train/test/bins/seed,fvae=BxT/E/V"."""
+    f = d["factor_vae"]
+    return (
+        f",factors={d['num_train']}/{d['num_test']}/{d['num_bins']}/{d['seed']},"
+        f"fvae={f['batch_size']}x{f['num_train']}/{f['num_eval']}/{f['num_variance_estimate']}"
+    )
 
 
 def evaluate_run(
