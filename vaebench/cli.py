@@ -698,8 +698,8 @@ def evaluation_table(split: str, results: list[tuple[Path, dict]]) -> Table:
         if not m.fmt:
             continue  # a list (kl_per_dim): in eval/<split>.json, not in a table
         values = [metrics.get(f"{split}/{m.key}") for _, metrics in results]
-        if m.requires and all(v is None for v in values):
-            continue  # eval.metrics did not ask for it
+        if (m.requires or m.applies is not None) and all(v is None for v in values):
+            continue  # eval.metrics (or eval.probes) did not ask for it
         table.add_row(
             m.row_label, *("-" if not isinstance(v, (int, float)) else format(v, m.fmt) for v in values)
         )

@@ -99,6 +99,7 @@ class Metric:
     report: bool = False  # a column of the report's tables and a `--rank-by` choice
     splits: tuple[str, ...] = SPLITS  # the evaluation splits it is computed for
     requires: tuple[str, ...] = ()  # computed only when eval.metrics lists one of these (costly metrics)
+    applies: Callable[[EvalContext], bool] | None = None  # computed only where this is true (None: always)
 
     @property
     def row_label(self) -> str:
@@ -135,6 +136,7 @@ def compute_metrics(ctx: EvalContext) -> dict[str, Any]:
         if m.compute is not None
         and ctx.split in m.splits
         and (not m.requires or not set(m.requires).isdisjoint(ctx.requested))
+        and (m.applies is None or m.applies(ctx))
     }
 
 
