@@ -61,6 +61,7 @@ from vaebench.config.spec import EvalSpec
 from vaebench.core.device import Device, autocast_dtype, resolve_device
 from vaebench.core.errors import UserError
 from vaebench.core.progress import Reporter
+from vaebench.data.attributes import check_attributes
 from vaebench.data.batches import eval_batches, to_float
 from vaebench.evaluation.estimators import RowBlockGenerators, elbo, iw_log_likelihood
 from vaebench.evaluation.metrics import EvalContext, compute_metrics
@@ -185,7 +186,7 @@ def evaluate_model(
     for about that many images per call, each batch keeping its own noise, so the numbers are those
     of one batch at a time up to float rounding. `progress` gets start/update/finish calls, one update
     per forward pass. `data_spec`, the run's data section, is needed only by eval.metrics (the quality
-    protocol records the data's crop and fingerprint).
+    protocol records the data's crop and fingerprint) and eval.probes (the attributes and train split).
     """
     num = _num_images(dataset, eval_spec)
     batch_size, K = eval_spec.batch_size, eval_spec.iw_samples
@@ -236,6 +237,8 @@ def evaluate_model(
     if "quality_protocol" in ctx.extra:  # eval.metrics: everything the quality scores depend on
         settings["metrics"] = list(eval_spec.metrics)
         settings["quality"] = ctx.extra["quality_protocol"]
+    if "probes" in ctx.extra:  # eval.probes: what the attribute probes' scores depend on
+        settings["probes"] = ctx.extra["probes"]["settings"]
     return EvalResult(metrics, per_dim, settings, _standard_errors(ctx), ctx.per_image)
 
 
@@ -363,11 +366,21 @@ def settings_key(settings: dict[str, Any]) -> str:
     replace each other; re-evaluating with the same settings (e.g. after more training) replaces.
     """
     s = settings
-    return (
+    key = (
         f"checkpoint={s['checkpoint']},K={s['iw_samples']},images={s['num_images']},"
         f"batch={s['batch_size']},mi_batch={s['mi_batch_size']},seed={s['seed']},"
         f"threshold={s['active_threshold']:g},likelihood={s['likelihood']},autocast={s['autocast'] or 'off'}"
-    ) + (f",quality={s['quality']['id']}:{'+'.join(s['metrics'])}" if "quality" in s else "")
+    )
+    if "quality" in s:
+        key += f",quality={s['quality']['id']}:{'+'.join(s['metrics'])}"
+    if "probes" in s:
+        key += _probes_key(s["probes"])
+    return key
+
+
+def _probes_key(p: dict[str, Any]) -> str:
+    """The attribute probes' part of `settings_key`: what their scores depend on besides the model."""
+    return f",probes=C{p['c']:g}:train{p['train_images']}:test{p['test_images']}:seed{p['seed']}"
 
 
 def evaluate_run(
@@ -410,6 +423,8 @@ def evaluate_run(
     except pydantic.ValidationError as e:
         raise UserError(f"invalid evaluation settings for {paths.root}:\n{e}") from None
     check_required_weights(eval_spec)  # the quality metrics' weights, before the model and data load
+    if eval_spec.probes.enabled:
+        check_attributes(spec.data)  # CelebA's attribute file, before the model and data load
     dev = device if isinstance(device, torch.device) else resolve_device(device)
 
     model, step = load_trained_model(ckpt_file, spec, dev)
