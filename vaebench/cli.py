@@ -699,7 +699,7 @@ def evaluation_table(split: str, results: list[tuple[Path, dict]]) -> Table:
             continue  # a list (kl_per_dim): in eval/<split>.json, not in a table
         values = [metrics.get(f"{split}/{m.key}") for _, metrics in results]
         if (m.requires or m.applies_to) and all(v is None for v in values):
-            continue  # eval.metrics did not ask for it, or the data has no use for it (no factors)
+            continue  # not asked for (eval.metrics, eval.probes), or no use here (no factors)
         table.add_row(
             m.row_label, *("-" if not isinstance(v, (int, float)) else format(v, m.fmt) for v in values)
         )

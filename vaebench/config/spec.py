@@ -171,9 +171,27 @@ class DisentanglementSpec(Section):
 
 
 class ProbeSpec(Section):
-    """Linear probes of CelebA's 40 attributes on posterior means (issue 24)."""
+    """Linear probes of CelebA's 40 attributes on posterior means, beside a random-projection baseline
+    (`vaebench.evaluation.probes`); every setting here is recorded with the scores."""
 
-    enabled: bool = Field(False, description="Fit the attribute probes at evaluation (CelebA only).")
+    enabled: bool = Field(
+        False,
+        description="Fit the attribute probes at evaluation (CelebA only; needs list_attr_celeba.txt or "
+        ".csv beside the partition file).",
+    )
+    max_train: Int = Field(
+        10_000,
+        ge=2,
+        description="Train-split images the probes are fitted on (a seeded sample of a larger split).",
+    )
+    max_test: Int | None = Field(
+        None, ge=2, description="Evaluated images the probes are scored on, the first ones (null: all)."
+    )
+    c: Float = Field(1.0, gt=0, description="Inverse L2 strength C of each logistic regression.")
+    max_iter: Int = Field(
+        1000, ge=1, description="Iterations of each fit at most (lbfgs); unconverged ones are counted."
+    )
+    seed: Int = Field(0, description="Seed of the train sample and of the baseline's random projection.")
 
 
 class EvalSpec(Section):

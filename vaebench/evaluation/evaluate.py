@@ -61,6 +61,7 @@ from vaebench.config.spec import EvalSpec
 from vaebench.core.device import Device, autocast_dtype, resolve_device
 from vaebench.core.errors import UserError
 from vaebench.core.progress import Reporter
+from vaebench.data.attributes import check_attributes
 from vaebench.data.batches import eval_batches, to_float
 from vaebench.evaluation.estimators import RowBlockGenerators, elbo, iw_log_likelihood
 from vaebench.evaluation.metrics import EvalContext, compute_metrics
@@ -185,7 +186,7 @@ def evaluate_model(
     for about that many images per call, each batch keeping its own noise, so the numbers are those
     of one batch at a time up to float rounding. `progress` gets start/update/finish calls, one update
     per forward pass. `data_spec`, the run's data section, is needed only by eval.metrics (the quality
-    protocol records the data's crop and fingerprint).
+    protocol records the data's crop and fingerprint) and eval.probes (the attributes and train split).
     """
     num = _num_images(dataset, eval_spec)
     batch_size, K = eval_spec.batch_size, eval_spec.iw_samples
@@ -238,6 +239,8 @@ def evaluate_model(
         settings["quality"] = ctx.extra["quality_protocol"]
     if "disentanglement_protocol" in ctx.extra:  # data with factors: the counts, factors and wall seconds
         settings["disentanglement"] = ctx.extra["disentanglement_protocol"]
+    if "probes" in ctx.extra:  # eval.probes: what the attribute probes' scores depend on
+        settings["probes"] = ctx.extra["probes"]["settings"]
     return EvalResult(metrics, per_dim, settings, _standard_errors(ctx), ctx.per_image)
 
 
@@ -374,6 +377,8 @@ def settings_key(settings: dict[str, Any]) -> str:
         key += f",quality={s['quality']['id']}:{'+'.join(s['metrics'])}"
     if "disentanglement" in s:
         key += _disentanglement_key(s["disentanglement"])
+    if "probes" in s:
+        key += _probes_key(s["probes"])
     return key
 
 
@@ -384,6 +389,11 @@ def _disentanglement_key(d: dict[str, Any]) -> str:
         f",factors={d['num_train']}/{d['num_test']}/{d['num_bins']}/{d['seed']},"
         f"fvae={f['batch_size']}x{f['num_train']}/{f['num_eval']}/{f['num_variance_estimate']}"
     )
+
+
+def _probes_key(p: dict[str, Any]) -> str:
+    """The attribute probes' part of `settings_key`: what their scores depend on besides the model."""
+    return f",probes=C{p['c']:g}:train{p['train_images']}:test{p['test_images']}:seed{p['seed']}"
 
 
 def evaluate_run(
@@ -426,6 +436,8 @@ def evaluate_run(
     except pydantic.ValidationError as e:
         raise UserError(f"invalid evaluation settings for {paths.root}:\n{e}") from None
     check_required_weights(eval_spec)  # the quality metrics' weights, before the model and data load
+    if eval_spec.probes.enabled:
+        check_attributes(spec.data)  # CelebA's attribute file, before the model and data load
     dev = device if isinstance(device, torch.device) else resolve_device(device)
 
     model, step = load_trained_model(ckpt_file, spec, dev)

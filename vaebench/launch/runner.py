@@ -124,12 +124,14 @@ def check_synthetic_memory(spec: RunSpec, memory: int | None = None) -> None:
 def preflight(plan: Sequence[PlannedRun]) -> None:
     """Check, before the first step of the first run, what a person must fix: data, memory, pretrained
     weights (VGG16 for the perceptual loss, downloaded when absent; the quality metrics' weights, which
-    are never downloaded here: `vaebench weights fetch` does that, on a machine with internet access).
+    are never downloaded here: `vaebench weights fetch` does that, on a machine with internet access),
+    and CelebA's attribute file when eval.probes.enabled.
 
     The quality metrics' weights are checked only for runs that evaluate when they finish (eval.at_end):
     a run evaluated later by `vaebench evaluate` is checked there.
     """
     from vaebench.data import check_data
+    from vaebench.data.attributes import check_attributes
     from vaebench.objectives.perceptual import check_vgg_weights_available
 
     checked: set[str] = set()
@@ -144,6 +146,8 @@ def preflight(plan: Sequence[PlannedRun]) -> None:
             check_vgg_weights_available()
         if spec.eval.at_end:
             check_required_weights(spec.eval)  # each file is hashed once per process (sha256_file)
+        if spec.eval.at_end and spec.eval.probes.enabled:
+            check_attributes(spec.data)  # CelebA's attribute file (parsed once per process)
 
 
 def train_path(spec: RunSpec, device: torch.device, fast_path: bool | None = None) -> TrainPath:

@@ -49,7 +49,9 @@ def summary_metrics(spec: RunSpec) -> list[str]:
         if m.fmt
         and split in m.splits  # fmt "": a list (kl_per_dim), not a number to optimise
         and (not m.requires or not set(m.requires).isdisjoint(spec.eval.metrics))  # eval.metrics asks
-        and (m.applies_to is None or m.applies_to(spec.data))  # the data has what it needs (factors)
+        and (
+            m.applies_to is None or m.applies_to(spec.data, spec.eval)
+        )  # the data has what it needs (factors)
     ]
     train = [*(f"train/{t}" for t in terms), *SCHEDULE_KEYS]
     return [*val, "best/val_loss", *(evaluation if spec.eval.at_end else []), *train]

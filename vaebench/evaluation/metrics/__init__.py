@@ -99,8 +99,9 @@ class Metric:
     report: bool = False  # a column of the report's tables and a `--rank-by` choice
     splits: tuple[str, ...] = SPLITS  # the evaluation splits it is computed for
     requires: tuple[str, ...] = ()  # computed only when eval.metrics lists one of these (costly metrics)
-    # computed only for runs whose data section (DataSpec, or None) this holds of: e.g. data with factors
-    applies_to: Callable[[Any], bool] | None = None
+    # computed only for runs this holds of, from their data and eval sections (e.g. data with factors,
+    # eval.probes.enabled on CelebA): decidable from the spec alone, so a sweep knows the keys a run writes
+    applies_to: Callable[[Any, Any], bool] | None = None
 
     @property
     def row_label(self) -> str:
@@ -137,7 +138,7 @@ def compute_metrics(ctx: EvalContext) -> dict[str, Any]:
         if m.compute is not None
         and ctx.split in m.splits
         and (not m.requires or not set(m.requires).isdisjoint(ctx.requested))
-        and (m.applies_to is None or m.applies_to(ctx.data_spec))
+        and (m.applies_to is None or m.applies_to(ctx.data_spec, ctx.eval_spec))
     }
 
 

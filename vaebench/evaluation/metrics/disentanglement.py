@@ -207,5 +207,5 @@ for _key, _label, _fmt, _better, _report, _description in (
 ):  # fmt: skip
     register(Metric(
         _key, _label, _fmt, _better, _score(_key), f"{_description}; {_LIB}", order=40,
-        report=_report, applies_to=has_factors,
+        report=_report, applies_to=lambda data, _: has_factors(data),
     ))  # fmt: skip
