@@ -21,7 +21,8 @@ def _score(key: str) -> Any:
 register(Metric(
     "probe_balanced_accuracy", "probe bal. acc.", ".3f", True, _score("probe_balanced_accuracy"),
     "balanced accuracy of a logistic-regression probe on posterior means, mean over CelebA's attributes "
-    "(0.5 is chance)", row="attribute probes, balanced accuracy", order=40, report=True, applies_to=probes_apply,
+    "(0.5 is chance)", row="attribute probes, balanced accuracy", order=40, report=True,
+    applies_to=probes_apply,
 ))  # fmt: skip
 register(Metric(
     "probe_baseline_balanced_accuracy", "baseline bal. acc.", ".3f", True,
