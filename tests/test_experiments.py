@@ -24,7 +24,9 @@ def write(tmp_path: Path, doc: dict | str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["quickstart", "baseline", "perceptual", "ablation"])
+@pytest.mark.parametrize(
+    "name", ["quickstart", "baseline", "perceptual", "ablation", "objectives", "disentangle"]
+)
 def test_shipped_experiments_are_valid(name: str) -> None:
     variants = load_experiment(EXPERIMENTS / f"{name}.yaml")
     assert variants and all(v.experiment == name for v in variants)
@@ -35,6 +37,17 @@ def test_quickstart_uses_synthetic_data_and_at_least_two_variants() -> None:
     variants = load_experiment(EXPERIMENTS / "quickstart.yaml")
     assert len(variants) >= 2
     assert all(v.spec.data.kind == "synthetic" for v in variants)
+
+
+def test_disentangle_grid_is_beta_by_objective_on_discrete_faces_with_reduced_metric_counts() -> None:
+    variants = load_experiment(EXPERIMENTS / "disentangle.yaml")
+    assert {(v.spec.loss.kind, v.spec.loss.beta) for v in variants} == {
+        (kind, beta) for kind in ("elbo", "beta_tcvae") for beta in (1.0, 4.0, 8.0)
+    }
+    for v in variants:
+        assert v.spec.data.kind == "synthetic" and v.spec.data.factor_levels is not None
+        assert v.spec.seeds == [0, 1, 2]
+        assert (v.spec.eval.disentanglement.num_train, v.spec.eval.disentanglement.num_test) == (2000, 1000)
 
 
 def test_ablation_grid_is_the_16_variant_cartesian_product() -> None:

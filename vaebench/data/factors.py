@@ -14,7 +14,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from vaebench.data.spec import DataSpec
+from vaebench.data.spec import DataSpec, SyntheticDataSpec
+from vaebench.data.synthetic import DiscreteFaces
 
 
 class FactorSource(Protocol):
@@ -31,5 +32,11 @@ class FactorSource(Protocol):
 
 
 def factor_source(spec: DataSpec) -> FactorSource | None:
-    """The factor process of the data `spec` describes; None when it has no discrete factors."""
-    return None  # issue 24: the synthetic faces' discrete mode (data.factor_levels)
+    """The factor process of the data `spec` describes; None when it has no discrete factors.
+
+    Synthetic faces with data.factor_levels set: `DiscreteFaces` (11 factors of factor_levels values
+    each, rendered at data.image_size). Continuous synthetic faces and CelebA: None.
+    """
+    if isinstance(spec, SyntheticDataSpec) and spec.factor_levels is not None:
+        return DiscreteFaces(spec.factor_levels, spec.image_size)
+    return None

@@ -9,6 +9,14 @@ Each image is a deterministic function of its factor vector (`render`): there is
 noise, so two images with the same factors are identical. Factors are drawn i.i.d. uniform
 in [0, 1] (`sample_factors`) and mapped linearly to the physical ranges of `FACTORS`.
 Shapes are drawn with soft (about one-pixel) edges so that images have no aliasing.
+
+Discrete mode (`data.factor_levels: n`, what the disentanglement metrics need): each factor takes one
+of n values of a grid in [0, 1] (`factor_grid`), and a split's images are rendered from integer codes
+drawn uniformly and independently per factor (`sample_codes`, seeded like the continuous mode). An
+ordinary factor's grid is k / (n - 1), k = 0..n-1, so both ends of its range are levels. The circular
+factors (bg_hue and bg_angle, `Factor.circular`) use k / n instead: 0 and 1 are the same hue and the
+same angle, and k / (n - 1) would spend two levels on one image. `DiscreteFaces` is the factor process
+(`vaebench.data.factors.FactorSource`) of that mode.
 """
 
 from __future__ import annotations
@@ -31,13 +39,20 @@ class Factor(NamedTuple):
     low: float
     high: float
     meaning: str
+    circular: bool = False  # low and high are the same physical value (a hue, an angle)
 
 
 # Lengths are in units of half the image side (the image spans [-1, 1] on both axes, y pointing down);
 # face-part sizes are relative to the face's half-width so that they scale with the face.
 FACTORS: tuple[Factor, ...] = (
-    Factor("bg_hue", 0.0, 1.0, "hue of the background (HSV hue, a full turn)"),
-    Factor("bg_angle", 0.0, 2 * math.pi, "direction of the background's light-to-dark gradient (radians)"),
+    Factor("bg_hue", 0.0, 1.0, "hue of the background (HSV hue, a full turn)", circular=True),
+    Factor(
+        "bg_angle",
+        0.0,
+        2 * math.pi,
+        "direction of the background's light-to-dark gradient (radians)",
+        circular=True,
+    ),
     Factor("face_x", -0.2, 0.2, "horizontal position of the face centre (half image sides)"),
     Factor("face_y", -0.15, 0.15, "vertical position of the face centre (half image sides, down is +)"),
     Factor("face_size", 0.32, 0.5, "half-width of the face ellipse (half image sides)"),
@@ -62,6 +77,36 @@ _CHUNK = 512  # images rendered at once: small enough to stay in cache, large en
 def sample_factors(n: int, generator: torch.Generator) -> Tensor:
     """(n, NUM_FACTORS) float32 factors, i.i.d. uniform in [0, 1]."""
     return torch.rand(n, NUM_FACTORS, generator=generator)
+
+
+def factor_grid(levels: int) -> Tensor:
+    """(NUM_FACTORS, levels) float32: the [0, 1] value of each level of each factor in discrete mode.
+
+    Row j is k / (levels - 1) for an ordinary factor (both ends of its range are levels) and k / levels
+    for a circular one (bg_hue, bg_angle), whose 0 and 1 are the same image: evenly spaced around the
+    circle, no level twice.
+
+    >>> factor_grid(4)[0].tolist(), factor_grid(3)[2].tolist()  # bg_hue (circular), face_x
+    ([0.0, 0.25, 0.5, 0.75], [0.0, 0.5, 1.0])
+    """
+    if levels < 2:
+        raise ValueError(f"levels must be at least 2, got {levels}")
+    k = torch.arange(levels, dtype=torch.float32)
+    return torch.stack([k / levels if f.circular else k / (levels - 1) for f in FACTORS])
+
+
+def sample_codes(n: int, levels: int, generator: torch.Generator) -> Tensor:
+    """(n, NUM_FACTORS) int64 codes, each factor uniform over its `levels` values, independently."""
+    return torch.randint(levels, (n, NUM_FACTORS), generator=generator)
+
+
+def codes_to_factors(codes: Tensor, levels: int) -> Tensor:
+    """(n, NUM_FACTORS) int64 codes in [0, levels) -> their [0, 1] factor values on `factor_grid`."""
+    if codes.ndim != 2 or codes.shape[1] != NUM_FACTORS:
+        raise ValueError(f"codes must have shape (N, {NUM_FACTORS}), got {tuple(codes.shape)}")
+    if codes.numel() and (codes.min() < 0 or codes.max() >= levels):
+        raise ValueError(f"codes must lie in [0, {levels}), got [{int(codes.min())}, {int(codes.max())}]")
+    return factor_grid(levels).gather(1, codes.long().T).T  # (N, NUM_FACTORS)
 
 
 def physical_factors(factors: Tensor) -> Tensor:
@@ -156,26 +201,69 @@ class SyntheticFaces(Dataset[Tensor]):
         factors: (N, NUM_FACTORS) float32 in [0, 1]; column j is factor `FACTOR_NAMES[j]`, mapped
             linearly to the physical range of `FACTORS[j]` (`physical_factors` does the mapping).
             Images are a deterministic function of these factors (`render`), without noise.
+        codes: (N, NUM_FACTORS) int64 level of each factor in discrete mode (factor_levels set; the
+            factors are then `codes_to_factors(codes, factor_levels)`), None in continuous mode.
     """
 
     factor_names: tuple[str, ...] = FACTOR_NAMES
 
-    def __init__(self, size: int, image_size: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self, size: int, image_size: int = 64, seed: int = 0, factor_levels: int | None = None
+    ) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
         generator = torch.Generator().manual_seed(seed)
         self.seed = seed
-        self.factors: Tensor = sample_factors(size, generator)
+        self.factor_levels = factor_levels
+        self.codes: Tensor | None = None
+        if factor_levels is None:
+            self.factors: Tensor = sample_factors(size, generator)
+        else:
+            self.codes = sample_codes(size, factor_levels, generator)
+            self.factors = codes_to_factors(self.codes, factor_levels)
         self.images: Tensor = render(self.factors, image_size)
 
     @classmethod
     def from_spec(cls, spec: SyntheticDataSpec, split: Split) -> SyntheticFaces:
         """The `split` of a synthetic spec: its size from the spec, seeded with spec.seed + split index."""
         size = {"train": spec.train_size, "val": spec.val_size, "test": spec.test_size}[split]
-        return cls(size, spec.image_size, seed=spec.seed + split_index(split))
+        return cls(
+            size, spec.image_size, seed=spec.seed + split_index(split), factor_levels=spec.factor_levels
+        )
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> Tensor:
         return self.images[index]
+
+
+class DiscreteFaces:
+    """The factor process of the synthetic faces in discrete mode: a `vaebench.data.factors.FactorSource`.
+
+    Every factor of `FACTORS` has `levels` values (`grid[j]`, its [0, 1] values; `factor_grid`); codes
+    are drawn uniformly and independently per factor and rendered at `image_size`, exactly as a split
+    of `SyntheticFaces` with factor_levels = levels is (the same codes give the same images).
+
+    Circular factors (bg_hue, bg_angle) need no special encoding for the metrics: disentanglement_lib's
+    scores treat every discrete factor as unordered classes (MIG and SAP discretise the latents and
+    compare them with the factor's labels; DCI's trees and FactorVAE's majority vote classify the
+    levels), so the wrap-around from the last level to the first costs nothing. What a circular factor
+    can do is take two latents (a cosine and a sine of it), which MIG and SAP score as split.
+    """
+
+    factor_names: tuple[str, ...] = FACTOR_NAMES
+
+    def __init__(self, levels: int, image_size: int = 64) -> None:
+        self.levels = levels
+        self.image_size = image_size
+        self.factor_sizes: tuple[int, ...] = (levels,) * NUM_FACTORS
+        self.grid: Tensor = factor_grid(levels)  # (NUM_FACTORS, levels), [0, 1] values
+
+    def sample_codes(self, n: int, generator: torch.Generator) -> Tensor:
+        """(n, NUM_FACTORS) int64: each factor uniform over its levels, independently."""
+        return sample_codes(n, self.levels, generator)
+
+    def render_codes(self, codes: Tensor) -> Tensor:
+        """(n, 3, S, S) uint8 images of the codes (n, NUM_FACTORS) int64."""
+        return render(codes_to_factors(codes, self.levels), self.image_size)

@@ -10,6 +10,8 @@ The output folder (default reports/<experiment>/) holds::
                                  effects, latent_usage, beta_sweep, ...: .png and .pdf
     figures/<variant>/           reconstructions, interpolation, temperature, curves: .png and .pdf;
                                  temperature.json (the spread of the samples at each tau)
+    figures/latent_traversal     the highest-MIG run's latent traversals (runs on data with discrete
+                                 factors: `vaebench.report.traversals`): .png and .pdf
     .vaebench-report             marks the folder as a report, so regenerating may replace it
 
 Regenerating is idempotent: the folder's previous report files are removed first, nothing records
@@ -41,7 +43,7 @@ from vaebench.report.columns import (
 from vaebench.report.load import RunSet, load_runs
 from vaebench.report.plots import PlotContext, registered, variant_palette
 from vaebench.report.plots.grouping import curve_grouping
-from vaebench.report.plots.registry import CURVES, EFFECTS, LATENT, RESULTS, SECTIONS
+from vaebench.report.plots.registry import CURVES, EFFECTS, LATENT, REPRESENTATION, RESULTS, SECTIONS
 from vaebench.report.plots.run_curves import plot_run_curves
 from vaebench.report.quality import (
     PROTOCOL_PARAGRAPH,
@@ -76,6 +78,13 @@ from vaebench.runs.io import atomic_write_text
 MARKER = ".vaebench-report"
 OPEN_FIGURES = 4  # with more variants than this, each variant's write-up figures are folded (HTML)
 _OWNED = ("tables", "plots", "figures", "report.md", "report.html")
+REPRESENTATION_TEXT = (
+    "How well the posterior means separate the data's known generative factors (data with discrete factors, "
+    "`data.factor_levels`): MIG, DCI disentanglement, completeness and informativeness, SAP and the "
+    "FactorVAE score (disentanglement_lib's definitions; higher is better) are columns of the variants and "
+    "effects tables above, mean ± sd and intervals over seeds like every metric. Scores made with "
+    "eval.disentanglement counts below disentanglement_lib's are not comparable to published values."
+)
 
 
 def report_selection(rs: RunSet) -> list[str]:
@@ -241,6 +250,9 @@ def build_report(
     plots = draw_plots(ctx, out / "plots", out)  # every registered plot, into the section it names
     writeup: list[render.Block] = []
     if figures:
+        from vaebench.report.traversals import traversal_blocks
+
+        plots[REPRESENTATION] += traversal_blocks(rs, out, scale=figure_scale, device=device)
         writeup = _writeup_section(
             rs, out, palette, rank_by, figure_runs, figure_images, figure_scale, device
         )
@@ -487,6 +499,8 @@ def _document(rs: RunSet, tables: ReportTables, plots: dict[str, list[render.Blo
 
     blocks += [render.Heading(CURVES), *plots[CURVES]]
     blocks += [render.Heading(LATENT), *plots[LATENT]]
+    if plots[REPRESENTATION]:
+        blocks += [render.Heading(REPRESENTATION), render.Text(REPRESENTATION_TEXT), *plots[REPRESENTATION]]
     blocks += _extra_sections(plots)
     return blocks
 

@@ -42,7 +42,8 @@ RESULTS = "Results by variant"
 EFFECTS = "Effect of each ablation axis"
 CURVES = "Training curves"
 LATENT = "Latent usage"
-SECTIONS = (RESULTS, EFFECTS, CURVES, LATENT)
+REPRESENTATION = "Representation"  # disentanglement scores: shown only when it has something to show
+SECTIONS = (RESULTS, EFFECTS, CURVES, LATENT, REPRESENTATION)
 
 
 @dataclass
