@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import re
+import socket
 import sys
 import threading
 import types
@@ -233,6 +234,26 @@ def test_a_server_that_ignores_range_is_downloaded_again_from_zero(mirror: Mirro
     assert download(url, tmp_path / "x.zip", MANIFEST.archive.md5).read_bytes() == ARCHIVE
     assert mirror.requests == [("/mirror/img_align_celeba.zip", "bytes=29-")]
     assert fetched(tmp_path) == ["x.zip"]
+
+
+def test_a_partial_that_is_already_whole_is_checked_and_moved_without_downloading_again(
+    mirror: Mirror, tmp_path: Path
+) -> None:
+    (tmp_path / "x.zip.partial").write_bytes(ARCHIVE)  # killed between the last byte and the rename
+    url = f"{mirror.url}/mirror/img_align_celeba.zip"
+    assert download(url, tmp_path / "x.zip", MANIFEST.archive.md5).read_bytes() == ARCHIVE
+    assert mirror.requests == [("/mirror/img_align_celeba.zip", f"bytes={len(ARCHIVE)}-")]  # answered 416
+
+
+def test_an_unreachable_mirror_is_one_paragraph(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nobody listens on once this socket is closed
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(UserError) as refused:
+        fetch_celeba(tmp_path, url=f"http://127.0.0.1:{port}/celeba", manifest=MANIFEST)
+    message = str(refused.value)
+    assert message.startswith(f"Could not download http://127.0.0.1:{port}/celeba/img_align_celeba.zip: ")
+    assert "Connection refused" in message and "--source official" in message
 
 
 # ----------------------------------------------------------------------------- url: fetch and its failures
