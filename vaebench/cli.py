@@ -61,7 +61,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 spec_app = typer.Typer(help="Inspect and validate experiment files.", no_args_is_help=True)
-data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Fetch and prepare datasets.", no_args_is_help=True)
 weights_app = typer.Typer(
     help="Pretrained weights (VGG16, the FID Inception): download them and check their hashes.",
     no_args_is_help=True,
@@ -169,6 +169,76 @@ def spec_validate(ctx: typer.Context, spec: SpecArgument, set_: SetOption = None
     with user_errors():
         variants = load_experiment(spec, collect_overrides(set_, ctx.args))
     console.print(f"[green]ok[/]: {spec} expands to {len(variants)} valid variant(s).")
+
+
+class FetchSource(str, Enum):
+    official = "official"
+    kaggle = "kaggle"
+    url = "url"
+
+
+class DownloadReport:
+    """Download progress as whole lines, one per file at each tenth (a log stays short and greppable)."""
+
+    def __init__(self) -> None:
+        self.shown: dict[str, int] = {}
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        if not total:
+            return
+        tenth = min(10, done * 10 // total)
+        if tenth > self.shown.get(name, 0):
+            self.shown[name] = tenth
+            console.print(f"{name}: {tenth * 10}% ({done / 1e6:,.0f} of {total / 1e6:,.0f} MB)", **PLAIN)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    root: Annotated[
+        Path, typer.Option(help="Folder to put CelebA in (data.root); it lands in <root>/celeba.")
+    ] = Path("data"),
+    source: Annotated[
+        FetchSource | None,
+        typer.Option(
+            help="official: the official Google Drive files (needs gdown); kaggle: the Kaggle mirror (needs "
+            "the kaggle package and an API token); url: a mirror of the official files at --url. "
+            "Default: url when --url is given, else official.",
+            show_default=False,
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="A folder holding copies of the official files: <URL>/img_align_celeba.zip and "
+            "<URL>/list_eval_partition.txt (downloads resume where they stopped).",
+        ),
+    ] = None,
+) -> None:
+    """Download CelebA (aligned and cropped, official splits) into <root>/celeba, checked, for `data prepare`.
+
+    Downloads and unzips into <root>/.celeba-fetch, checks the copy (202,599 images; 162,770 / 19,867 /
+    19,962 in the train / val / test splits; MD5s where the source has them), then moves it into place:
+    a failed or interrupted fetch leaves nothing where vaebench reads. A complete copy already under
+    <root> is kept and nothing is downloaded.
+    """
+    from vaebench.data.fetch import fetch_celeba, next_command
+
+    with user_errors():
+        result = fetch_celeba(
+            root,
+            None if source is None else source.value,
+            url,
+            say=lambda line: console.print(line, markup=False, **PLAIN),
+            progress=DownloadReport(),
+        )
+    counts = ", ".join(f"{split} {count:,}" for split, count in result.splits.items())
+    where = f"{result.layout.image_dir} with {result.layout.partition_file.name}"
+    state = "already there, checked" if result.already_there else "downloaded and checked"
+    console.print(
+        f"[green]CelebA[/]: {state}: {result.images:,} images in {escape(where)} ({counts}).", **PLAIN
+    )
+    console.print(f"Next: {escape(next_command(root))}", **PLAIN)
 
 
 @data_app.command("prepare", context_settings=EXTRA_ARGS)
