@@ -22,7 +22,6 @@ import os
 import re
 import socket
 import sys
-import threading
 import types
 import urllib.request
 import zipfile
@@ -39,6 +38,7 @@ from typer.testing import CliRunner
 import vaebench.data.download as download_module
 import vaebench.data.fetch as fetch_module
 import vaebench.data.sources as sources_module
+from local_http import serve_in_thread
 from vaebench.cli import app
 from vaebench.core.errors import UserError
 from vaebench.data.celeba import CelebAImages, locate_celeba
@@ -151,13 +151,7 @@ class Mirror:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Mirror]:
-    served = Mirror()
-    thread = threading.Thread(target=served.httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served
-    served.httpd.shutdown()
-    served.httpd.server_close()
-    thread.join(5)
+    yield from serve_in_thread(Mirror())
 
 
 @pytest.fixture

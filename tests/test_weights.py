@@ -9,7 +9,6 @@ test has an empty torch hub cache of its own (TORCH_HOME under tmp_path).
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from local_http import serve_in_thread
 from pinned_weights import pin_weights
 from tiny import QUICKSTART, TINY, set_args, tiny_variant
 from vaebench.cli import app
@@ -70,13 +70,7 @@ class WeightsServer:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[WeightsServer]:
-    served = WeightsServer()
-    thread = threading.Thread(target=served.httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served
-    served.httpd.shutdown()
-    served.httpd.server_close()
-    thread.join(5)
+    yield from serve_in_thread(WeightsServer())
 
 
 @pytest.fixture
