@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from vaebench.launch.slurm_state import scontrol_pairs
+
 Cause = Literal["time limit", "preemption"]
 
 SIGNAL_EARLY_S = 60.0
@@ -86,9 +88,7 @@ def slurm_duration_s(text: str | None) -> float | None:
     return float((((days or 0) * 24 + (hours or 0)) * 60 + (minutes or 0)) * 60 + (seconds or 0))
 
 
-def scontrol_fields(text: str) -> dict[str, str]:
-    """The Key=Value fields of `scontrol show job <id>` output (one line with -o, or several)."""
-    return dict(re.findall(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)", text))
+scontrol_fields = scontrol_pairs  # the Key=Value fields of `scontrol show job <id>` (slurm_state's parser)
 
 
 def requeue_cause(

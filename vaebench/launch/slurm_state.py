@@ -124,12 +124,17 @@ def parse_squeue(text: str) -> dict[str, JobState]:
 _PAIR = re.compile(r"([A-Za-z][\w/:.]*)=(.*?)(?=\s+[A-Za-z][\w/:.]*=|\s*$)", re.S)
 
 
+def scontrol_pairs(text: str) -> dict[str, str]:
+    """The Key=Value fields of one `scontrol show job` record (values may hold spaces)."""
+    return dict(_PAIR.findall(text))
+
+
 def parse_scontrol(text: str) -> dict[str, JobState]:
     """`scontrol show job ID` (one record per job, key=value pairs) by job id; an array's pending record
     (ArrayTaskId=2-5%2) stands for each of its tasks."""
     states: dict[str, JobState] = {}
     for block in re.split(r"\n\s*\n", text.strip()):
-        pairs = dict(_PAIR.findall(block))
+        pairs = scontrol_pairs(block)
         if "JobState" not in pairs:
             continue
         ids = [pairs.get("JobId", "")]
