@@ -170,3 +170,13 @@ def cancel(job_ids: Iterable[str]) -> None:
     ids = [str(j) for j in job_ids]
     if ids:
         _run("scancel", *ids)
+
+
+def fake_srun(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put an `srun` that does nothing first on PATH: submitit's SLURM executor only checks that one
+    exists, so tests can build its sbatch header with no cluster."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")

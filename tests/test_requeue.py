@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from slurm_cluster import fake_srun
 from test_train import assert_identical, assert_same_metrics, last, run_cli, steps
 from tiny import QUICKSTART, TINY, on_training_calls, set_args, tiny_variant
 from vaebench.config.spec import SlurmSpec
@@ -342,11 +343,7 @@ def test_submitted_jobs_carry_the_signal_delay_and_start_without_an_old_record(
     pytest.importorskip("submitit")
     from vaebench.launch.workers import SubmititExecutor
 
-    bin_dir = tmp_path / "bin"  # submitit only checks that `srun` exists
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "srun").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_srun(tmp_path, monkeypatch)  # submitit only checks that `srun` exists
     job = Job("seed0", ["true"], tmp_path / "seed0.log", slurm=SlurmSpec(signal_delay_s=120, max_requeues=4))
     slurm = SubmititExecutor(tmp_path / "jobs", SlurmSpec())
     slurm.watch = None  # no partition check: whatever cluster this machine has is not this test's

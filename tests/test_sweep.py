@@ -8,7 +8,6 @@ the agent's command line and `vaebench run --parallel` run the real trainer on t
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import yaml
 from typer.testing import CliRunner
 
 import vaebench.launch.local_sweep as sweep_module
+from slurm_cluster import fake_srun
 from tiny import QUICKSTART, TINY, set_args
 from vaebench.cli import app
 from vaebench.core.errors import UserError
@@ -276,11 +276,7 @@ def test_slurm_jobs_get_the_flags_resources_over_the_specs(
     from vaebench.launch.slurm_state import job_name
     from vaebench.launch.workers import Job, SubmititExecutor
 
-    bin_dir = tmp_path / "bin"  # submitit only checks that `srun` exists
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "srun").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_srun(tmp_path, monkeypatch)  # submitit only checks that `srun` exists
     variant_spec = SlurmSpec(partition="short", time_min=120, gpus_per_job=1, account="lab")
     flags = {"time_min": 30, "gpus_per_job": 2}  # --slurm-time 30 --slurm-gpus-per-job 2
     job = Job("beta-001", ["true"], tmp_path / "log", slurm=variant_spec.model_copy(update=flags))
