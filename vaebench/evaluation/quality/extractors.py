@@ -19,7 +19,7 @@ import hashlib
 import inspect
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -134,22 +134,6 @@ def extract(
         if on_batch is not None:
             on_batch(i + 1)
     return torch.cat(out) if out else torch.empty(0)
-
-
-def rebatch(batches: Iterable[Tensor], size: int) -> Iterator[Tensor]:
-    """The images of `batches`, regrouped into batches of `size` (the last may be smaller)."""
-    pending: list[Tensor] = []
-    count = 0
-    for xb in batches:
-        pending.append(xb)
-        count += len(xb)
-        while count >= size:
-            joined = torch.cat(pending)
-            yield joined[:size]
-            rest = joined[size:]
-            pending, count = ([rest] if len(rest) else []), len(rest)
-    if count:
-        yield torch.cat(pending)
 
 
 class LPIPS(nn.Module):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -68,10 +67,6 @@ def reconstructions(model: Any, mu: Tensor, batch: int, device: Any) -> Tensor:
     return torch.cat([_quantised(model.decode(m.to(device))[0]) for m in mu.split(batch)])
 
 
-def _chunks(images: Tensor, size: int) -> Iterator[Tensor]:
-    yield from images.split(size)
-
-
 class _Features:
     """The features of one evaluation, extracted once per (extractor, image set), with wall times."""
 
@@ -105,7 +100,7 @@ class _Features:
             )
         try:
             update = None if progress is None else (lambda done: progress.update(done, {}))
-            features = extractors.extract(network, _chunks(images, self.batch), self.ctx.device, update)
+            features = extractors.extract(network, images.split(self.batch), self.ctx.device, update)
         finally:
             if progress is not None:
                 progress.finish()
