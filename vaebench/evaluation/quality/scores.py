@@ -77,6 +77,7 @@ class _Features:
         self.paths: dict[str, Path] = {}
         self.seconds: dict[str, float] = {}
         self.reference_cached: dict[str, bool] = {}
+        self._images: Tensor | None = None  # the longest prefix of the split read so far
 
     def path(self, name: str) -> Path:
         if name not in self.paths:
@@ -107,6 +108,13 @@ class _Features:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
         return features
 
+    def images(self, count: int) -> Tensor:
+        """The split's first `count` images (uint8), read once for every extractor and for LPIPS/SSIM."""
+        if self._images is None or len(self._images) < count:
+            batches = eval_batches(self.ctx.dataset, self.batch, limit=math.ceil(count / self.batch))
+            self._images = torch.cat(list(batches))[:count]
+        return self._images[:count]
+
     def reference(self, name: str, count: int) -> Tensor:
         """Features of the split's first `count` images, from the on-disk cache when it has them."""
         key_fields = {
@@ -118,8 +126,7 @@ class _Features:
         }
 
         def compute() -> Tensor:
-            batches = eval_batches(self.ctx.dataset, self.batch, limit=math.ceil(count / self.batch))
-            return self.of(name, torch.cat(list(batches))[:count], f"{self.ctx.split} images")
+            return self.of(name, self.images(count), f"{self.ctx.split} images")
 
         features, cached = cached_features(key_fields, self.cache_dir, compute, count)
         self.reference_cached[name] = cached
@@ -151,9 +158,7 @@ def _compute(ctx: Any) -> dict[str, Any]:
     recon = inputs = None
     if requested & {"recon_fid", "lpips", "ssim"}:
         recon = reconstructions(model, ctx.mu, batch, device)
-        inputs = torch.cat(list(eval_batches(ctx.dataset, batch, limit=math.ceil(num_recon / batch))))[
-            :num_recon
-        ]
+        inputs = features.images(num_recon)
 
     if requested & set(INCEPTION_METRICS):
         count = max(num_reference, num_recon if "recon_fid" in requested else 0)
