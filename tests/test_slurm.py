@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +140,10 @@ def test_without_a_cluster_the_slurm_tests_fail_in_ci_and_skip_elsewhere(
 LONG = {"train.steps": 1500, "train.checkpoint_every": 100, "train.val_every": 500, "train.log_every": 10}
 
 
-def start_long_run(runs: Path, cluster: Cluster, *extra: str) -> subprocess.Popen[str]:
-    """The controller of a longer tiny run on SLURM (about 30 s of training), in the background."""
+@contextmanager
+def long_run(runs: Path, cluster: Cluster, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    """The controller of a longer tiny run on SLURM (about 30 s of training), in the background; on the
+    way out it is killed and the run's jobs cancelled, whatever the test did (none outlives it)."""
     argv = [sys.executable, "-m", "vaebench", "run", str(QUICKSTART), "--variant", "isotropic"]
     argv += [
         "--runs-dir",
@@ -150,7 +154,12 @@ def start_long_run(runs: Path, cluster: Cluster, *extra: str) -> subprocess.Pope
         *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    controller = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield controller
+    finally:
+        controller.kill()
+        cancel(job_ids_of(runs / "submitit"))
 
 
 def logged_step(runs: Path) -> int:
@@ -203,14 +212,10 @@ def test_a_job_warned_of_its_time_limit_checkpoints_requeues_and_ends_bit_identi
     checkpoints, the job requeues itself, and the requeued job resumes to the same weights."""
     runs = tmp_path / "runs"
     # a 2 min limit warned 60 s ahead: a signal now is the time-limit warning
-    controller = start_long_run(runs, slurm, "--set", "slurm.time_min=2", "--set", "slurm.signal_delay_s=60")
-    try:
+    with long_run(runs, slurm, "--set", "slurm.time_min=2", "--set", "slurm.signal_delay_s=60") as controller:
         job_id = running_job(runs, after_step=200)
         send_signal(job_id, "USR2")
         out = finish(controller)
-    finally:
-        controller.kill()
-        cancel(job_ids_of(runs / "submitit"))
     assert f"finished {runs / RUN}" in out
     record = json.loads((runs / RUN).with_name("seed0.requeue.json").read_text())
     (requeued,) = record["requeues"]
@@ -229,15 +234,11 @@ def test_a_preempted_job_is_requeued_by_slurm_and_resumes_bit_identical(
     """`scontrol requeue`, what preemption with PreemptMode=REQUEUE does: SIGTERM, then SIGKILL; the run
     checkpoints on SIGTERM, and the job SLURM starts again resumes it."""
     runs = tmp_path / "runs"
-    controller = start_long_run(runs, slurm)
-    try:
+    with long_run(runs, slurm) as controller:
         job_id = running_job(runs, after_step=200)
         requeue(job_id)
         wait_for(lambda: job_record(job_id).get("Restarts", "0") != "0", 30, "SLURM to requeue the job")
         out = finish(controller)
-    finally:
-        controller.kill()
-        cancel(job_ids_of(runs / "submitit"))
     assert f"finished {runs / RUN}" in out
     assert "stopped to be requeued at step" in (runs / RUN).with_name("seed0.log").read_text()
     same_final_weights(runs, uninterrupted)
@@ -249,13 +250,10 @@ def test_a_cancelled_job_is_reported_cancelled_and_keeps_its_checkpoints(
     tmp_path: Path,
 ) -> None:
     runs = tmp_path / "runs"
-    controller = start_long_run(runs, slurm)
-    try:
+    with long_run(runs, slurm) as controller:
         job_id = running_job(runs, after_step=200)
         cancel([job_id])
         out, _ = controller.communicate(timeout=120)
-    finally:
-        controller.kill()
     assert controller.returncode != 0
     assert "CANCELLED" in out, out
     checkpoint = load_checkpoint(runs / RUN / "checkpoints" / "last.pt")
