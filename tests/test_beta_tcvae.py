@@ -69,19 +69,27 @@ def test_the_dataset_size_shifts_each_term_by_a_known_multiple_of_its_log() -> N
     assert abs((large["dwkl"] - small["dwkl"]).item() + 3 * step) < 1e-4
 
 
+class Fixed(torch.nn.Module):
+    """A stand-in VAE whose every pass returns the same posterior sample, with log p(x|z) = -7 nats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z, self.mu, self.logvar = (t.float() for t in posterior(m=4, latent=3))
+        self.x = torch.full((4, 3, 4, 4), 0.5)
+
+    def forward(self, x: torch.Tensor) -> VAEOutput:
+        return VAEOutput(x, torch.zeros(1, 1, 1, 1), self.mu, self.logvar, self.z)
+
+    def log_prob(self, x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, likelihood: str):  # type: ignore[no-untyped-def]
+        return torch.full((len(x),), -7.0)
+
+
 def test_the_loss_weights_the_terms_and_keeps_the_closed_form_kl_for_bits_per_dim() -> None:
-    z, mu, logvar = (t.float() for t in posterior(m=4, latent=3))
-    x = torch.full((4, 3, 4, 4), 0.5)
-
-    class Fixed(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> VAEOutput:
-            return VAEOutput(x, torch.zeros(1, 1, 1, 1), mu, logvar, z)
-
-        def log_prob(self, x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, likelihood: str):  # type: ignore[no-untyped-def]
-            return torch.full((len(x),), -7.0)
+    model = Fixed()
+    z, mu, logvar, x = model.z, model.mu, model.logvar, model.x
 
     spec = BetaTCVAESpec(alpha=0.5, beta=6.0, gamma=2.0)
-    terms = TrainingLoss(spec, dataset_size=200)(Fixed(), x, 0.25)
+    terms = TrainingLoss(spec, dataset_size=200)(model, x, 0.25)
     parts = tc_decomposition(z, mu, logvar, 200)
     penalty = 0.5 * parts["mi"] + 6.0 * parts["tc"] + 2.0 * parts["dwkl"]
     assert torch.allclose(terms["loss"], 7.0 + 0.25 * penalty)
@@ -151,17 +159,10 @@ def test_stratified_sampling_estimates_a_gaussian_total_correlation_closer_than_
 
 
 def test_the_loss_uses_the_estimator_the_spec_names() -> None:
-    z, mu, logvar = (t.float() for t in posterior(m=4, latent=3))
-    x = torch.full((4, 3, 4, 4), 0.5)
+    model = Fixed()
+    z, mu, logvar, x = model.z, model.mu, model.logvar, model.x
 
-    class Fixed(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> VAEOutput:
-            return VAEOutput(x, torch.zeros(1, 1, 1, 1), mu, logvar, z)
-
-        def log_prob(self, x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, likelihood: str):  # type: ignore[no-untyped-def]
-            return torch.full((len(x),), -7.0)
-
-    terms = TrainingLoss(BetaTCVAESpec(estimator="mss"), dataset_size=200)(Fixed(), x, 1.0)
+    terms = TrainingLoss(BetaTCVAESpec(estimator="mss"), dataset_size=200)(model, x, 1.0)
     parts = tc_decomposition(z, mu, logvar, 200, "mss")
     assert torch.allclose(terms["tc"], parts["tc"])
     assert not torch.allclose(terms["tc"], tc_decomposition(z, mu, logvar, 200, "mws")["tc"])
